@@ -1,0 +1,257 @@
+"""Every payload of fedbus: one frozen pydantic v2 model per topic kind.
+
+JSON for what people watch (status, telemetry, events, job submissions); the tensor
+envelope of :mod:`fedbus_protocol.codec` for what machines exchange (tasks, models,
+updates, results). ``encode_*`` / ``decode_*`` below are the only functions that turn
+models into bytes and back; decoding raises :class:`InvalidMessage` with a reason slug.
+
+Every model carries ``schema_version``; a receiver rejects versions it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fedbus_protocol.codec import Envelope, Tensor, decode, encode
+from fedbus_protocol.errors import InvalidMessage
+from fedbus_protocol.topics import check_id
+
+SCHEMA_VERSION = 1
+
+Scalar = str | int | float | bool | None
+AgentId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+# ---------------------------------------------------------------- status (JSON, retained)
+class AgentProfile(BaseModel):
+    """What an agent says about itself once, in its retained status."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hostname: str = ""
+    platform: str = ""
+    cpu_count: int = 0
+    ram_gb: float = 0.0
+    torch_device: str = "cpu"
+    gpu_name: str | None = None
+    jetson_model: str | None = None
+    emulated: bool = False
+    partition: int | None = None
+    num_samples: int | None = None
+    # Device metadata for selectors and the time model (emulated fleets fill it).
+    static: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class AgentStatus(Message):
+    agent: AgentId
+    state: Literal["online", "offline"]
+    profile: AgentProfile | None = None
+    ts: float = 0.0
+
+
+class CoordinatorStatus(Message):
+    coordinator: str
+    state: Literal["online", "offline"]
+    jobs: list[str] = Field(default_factory=list)
+    ts: float = 0.0
+
+
+class JobStatus(Message):
+    job: str
+    state: Literal["pending", "running", "finished", "failed"]
+    round: int = 0
+    rounds: int = 0
+    phase: str = ""
+    model_version: int = 0
+    last_accuracy: float | None = None
+    last_loss: float | None = None
+    virtual_time: float | None = None
+    rejected: dict[str, int] = Field(default_factory=dict)
+    ts: float = 0.0
+
+
+class Telemetry(Message):
+    agent: AgentId
+    ts: float
+    cpu_percent: float | None = None
+    mem_used_mb: float | None = None
+    gpu_util_percent: float | None = None
+    gpu_mem_used_mb: float | None = None
+    power_w: float | None = None
+    extra: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class Event(Message):
+    job: str
+    event: str
+    round: int
+    ts: float
+    virtual_time: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobSubmission(Message):
+    """A job handed to ``coordinator serve`` on the control topic: the parsed job YAML."""
+
+    config: dict[str, Any]
+    source: str = "<submitted>"
+
+
+# ---------------------------------------------------------------- tasks (msgpack)
+class TrainConfig(BaseModel):
+    """What an agent needs to train or validate: entry points and hyper-parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    model: str
+    data: str
+    data_args: dict[str, Scalar] = Field(default_factory=dict)
+    local_steps: int = Field(20, ge=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    # Adaptive training and compression.
+    adaptive: bool = False
+    t_budget: float | None = None
+    budget_recheck_steps: int = 5
+    ewma_lambda: float = 0.7
+    min_payload_frac: float = 0.3
+    run_phase_2: bool = True
+    keep_frac: float = Field(1.0, gt=0, le=1)
+    value_dtype: Literal["float32", "float16"] = "float32"
+    # Virtual clock: the agent reports the time model's durations instead of measured ones.
+    clock: Literal["wall", "virtual"] = "wall"
+
+
+class Task(Message):
+    job: str
+    round: int = Field(ge=0)
+    task_id: str = Field(min_length=1, max_length=64)
+    kind: Literal["train", "validate"]
+    model_version: int = Field(ge=0)
+    config: TrainConfig
+    deadline: float | None = None  # wall-clock epoch seconds; None: no deadline
+    virtual_start: float | None = None  # virtual time at round start (virtual clock)
+    issued_at: float = 0.0
+
+
+# ---------------------------------------------------------------- model, update, result
+class ModelMeta(Message):
+    job: str
+    version: int = Field(ge=0)
+    round: int = Field(ge=0)
+    names: list[str]
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    t_dl: float = 0.0
+    t_comp: float = 0.0
+    t_ul: float = 0.0
+    wall_duration: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.t_dl + self.t_comp + self.t_ul
+
+
+class UpdateMeta(Message):
+    job: str
+    round: int = Field(ge=0)
+    agent: AgentId
+    task_id: str
+    base_version: int = Field(ge=0)
+    success: bool = True
+    reason: str = ""
+    num_examples: int = Field(0, ge=0)
+    encoding: Literal["dense", "sparse", "none"] = "dense"
+    utility: float = 0.0
+    grad_norm: float = 0.0
+    loss: float = 0.0
+    steps: int = 0
+    steps_phase1: int = 0
+    steps_phase2: int = 0
+    keep_frac: float = 1.0
+    timings: Timings = Field(default_factory=Timings)
+
+    _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
+
+
+class ResultMeta(Message):
+    job: str
+    round: int = Field(ge=0)
+    agent: AgentId
+    task_id: str
+    model_version: int = Field(ge=0)
+    success: bool = True
+    reason: str = ""
+    num_examples: int = Field(0, ge=0)
+    loss: float = 0.0
+    accuracy: float = 0.0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- encoding
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: Any, what: str) -> M:
+    if isinstance(data, Mapping) and data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise InvalidMessage(
+            "schema", f"{what}: unknown schema_version {data.get('schema_version')!r}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise InvalidMessage("schema", f"{what}: field {where}: {first['msg']}") from exc
+
+
+def encode_json(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode_json(model: type[M], payload: bytes | bytearray, what: str | None = None) -> M:
+    what = what or model.__name__
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage("malformed", f"{what}: not JSON: {exc}") from exc
+    return _validate(model, data, what)
+
+
+def encode_envelope(
+    message: BaseModel,
+    tensors: Mapping[str, Tensor] | None = None,
+    *,
+    into: bytearray | None = None,
+) -> bytearray:
+    return encode(message.model_dump(mode="json"), tensors, into=into)
+
+
+def decode_envelope(
+    model: type[M], payload: bytes | bytearray | memoryview, *, max_bytes: int | None = None
+) -> tuple[M, dict[str, Tensor]]:
+    envelope: Envelope = decode(payload, max_bytes=max_bytes)
+    return _validate(model, envelope.meta, model.__name__), envelope.tensors
+
+
+def check_agent(agent: str) -> str:
+    return check_id(agent, "agent id")

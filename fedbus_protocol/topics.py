@@ -1,0 +1,152 @@
+"""Every MQTT topic of fedbus is built and parsed here, and nowhere else.
+
+Layout (prefix defaults to ``fedbus``)::
+
+    {p}/coordinator/status            retained JSON, last will "offline"
+    {p}/coordinator/jobs              JSON job submissions (operators only, by ACL)
+    {p}/agents/{agent}/status         retained JSON, last will "offline"
+    {p}/agents/{agent}/telemetry      JSON, QoS 0
+    {p}/agents/{agent}/tasks          msgpack tasks, QoS 1
+    {p}/jobs/{job}/model              retained msgpack global model, QoS 1
+    {p}/jobs/{job}/updates/{agent}    msgpack updates, QoS 1
+    {p}/jobs/{job}/results/{agent}    msgpack validation results, QoS 1
+    {p}/jobs/{job}/status             retained JSON
+    {p}/jobs/{job}/events             JSON events
+
+Ids (agents, jobs) may not contain the MQTT separators and wildcards ``/ + #``, may not
+be empty, and are limited to printable ASCII so any client can type them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from fedbus_protocol.errors import InvalidTopic
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@=-]{1,128}$")
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a legal agent or job id, else raise InvalidTopic."""
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+        raise InvalidTopic(
+            f"{what} {value!r} is not allowed: use 1-128 characters of A-Z a-z 0-9 _ . : @ = -"
+        )
+    return value
+
+
+class TopicKind(enum.Enum):
+    COORDINATOR_STATUS = "coordinator_status"
+    JOB_SUBMIT = "job_submit"
+    AGENT_STATUS = "agent_status"
+    AGENT_TELEMETRY = "agent_telemetry"
+    AGENT_TASKS = "agent_tasks"
+    JOB_MODEL = "job_model"
+    JOB_UPDATE = "job_update"
+    JOB_RESULT = "job_result"
+    JOB_STATUS = "job_status"
+    JOB_EVENTS = "job_events"
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    kind: TopicKind
+    agent: str | None = None
+    job: str | None = None
+
+
+class Topics:
+    """Topic builder for one prefix; parse() is its inverse."""
+
+    def __init__(self, prefix: str = "fedbus") -> None:
+        parts = prefix.split("/")
+        for part in parts:
+            check_id(part, "topic prefix segment")
+        self.prefix = prefix
+        self._depth = len(parts)
+
+    # -- coordinator ------------------------------------------------------------------
+    def coordinator_status(self) -> str:
+        return f"{self.prefix}/coordinator/status"
+
+    def job_submit(self) -> str:
+        return f"{self.prefix}/coordinator/jobs"
+
+    # -- agents -----------------------------------------------------------------------
+    def agent_status(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_id(agent, 'agent id')}/status"
+
+    def agent_telemetry(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_id(agent, 'agent id')}/telemetry"
+
+    def agent_tasks(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_id(agent, 'agent id')}/tasks"
+
+    # -- jobs -------------------------------------------------------------------------
+    def job_model(self, job: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/model"
+
+    def job_update(self, job: str, agent: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/updates/{check_id(agent, 'agent id')}"
+
+    def job_result(self, job: str, agent: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/results/{check_id(agent, 'agent id')}"
+
+    def job_status(self, job: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/status"
+
+    def job_events(self, job: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/events"
+
+    # -- subscriptions ----------------------------------------------------------------
+    def all_agent_status(self) -> str:
+        return f"{self.prefix}/agents/+/status"
+
+    def all_job_models(self) -> str:
+        return f"{self.prefix}/jobs/+/model"
+
+    def job_updates(self, job: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/updates/+"
+
+    def job_results(self, job: str) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/results/+"
+
+    # -- parsing ----------------------------------------------------------------------
+    def parse(self, topic: str) -> ParsedTopic:
+        """Map a concrete topic back to its kind and ids; raise InvalidTopic otherwise."""
+        parts = topic.split("/")
+        if "/".join(parts[: self._depth]) != self.prefix:
+            raise InvalidTopic(f"topic {topic!r} is outside prefix {self.prefix!r}")
+        rest = parts[self._depth :]
+        match rest:
+            case ["coordinator", "status"]:
+                return ParsedTopic(TopicKind.COORDINATOR_STATUS)
+            case ["coordinator", "jobs"]:
+                return ParsedTopic(TopicKind.JOB_SUBMIT)
+            case ["agents", agent, "status"]:
+                return ParsedTopic(TopicKind.AGENT_STATUS, agent=check_id(agent, "agent id"))
+            case ["agents", agent, "telemetry"]:
+                return ParsedTopic(TopicKind.AGENT_TELEMETRY, agent=check_id(agent, "agent id"))
+            case ["agents", agent, "tasks"]:
+                return ParsedTopic(TopicKind.AGENT_TASKS, agent=check_id(agent, "agent id"))
+            case ["jobs", job, "model"]:
+                return ParsedTopic(TopicKind.JOB_MODEL, job=check_id(job, "job id"))
+            case ["jobs", job, "updates", agent]:
+                return ParsedTopic(
+                    TopicKind.JOB_UPDATE,
+                    job=check_id(job, "job id"),
+                    agent=check_id(agent, "agent id"),
+                )
+            case ["jobs", job, "results", agent]:
+                return ParsedTopic(
+                    TopicKind.JOB_RESULT,
+                    job=check_id(job, "job id"),
+                    agent=check_id(agent, "agent id"),
+                )
+            case ["jobs", job, "status"]:
+                return ParsedTopic(TopicKind.JOB_STATUS, job=check_id(job, "job id"))
+            case ["jobs", job, "events"]:
+                return ParsedTopic(TopicKind.JOB_EVENTS, job=check_id(job, "job id"))
+        raise InvalidTopic(f"topic {topic!r} is not a fedbus topic")

@@ -1,0 +1,135 @@
+"""Job configuration: one YAML file per job, validated by pydantic at start-up.
+
+Errors name the file and the field: ``jobs/digits.yaml: field selector.name: ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedbus_protocol.topics import check_id
+
+
+class JobConfigError(ValueError):
+    """A job file that cannot be used; the message names the file and the field."""
+
+
+class SelectorConfig(BaseModel):
+    """``selector: {name: oort, seed: 1, <knobs>}``; knobs are validated by the selector."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: str = "random"
+    seed: int | None = None
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class AggregatorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: Literal["fedavg", "median", "trimmed_mean", "krum"] = "fedavg"
+    server_lr: float = Field(1.0, gt=0)
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class JobConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    model: str = Field(pattern=r"^[\w.]+:\w+$")
+    data: str = Field(pattern=r"^[\w.]+:\w+$")
+    data_args: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    seed: int = 0
+
+    rounds: int = Field(20, ge=1)
+    num_participants: int = Field(4, ge=1)
+    overcommitment: float = Field(1.3, ge=1.0)
+    buffer_size: int | None = Field(None, ge=1)
+    clients_required: int = Field(1, ge=1)
+    min_agents: int | None = Field(None, ge=1)
+    agent_wait_timeout: float = Field(120.0, gt=0)
+    round_timeout: float = Field(60.0, gt=0)
+
+    local_steps: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+    eval_interval: int = Field(1, ge=0)
+    eval_timeout: float = Field(30.0, gt=0)
+    eval_max_clients: int = Field(100, ge=1)
+
+    selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+
+    adaptive_training: bool = False
+    clock: Literal["wall", "virtual"] = "wall"
+    fleet: str | None = None
+    t_budget: float = Field(300.0, gt=0)
+    budget_recheck_steps: int = Field(5, ge=1)
+    ewma_lambda: float = Field(0.7, ge=0, le=1)
+    min_payload_frac: float = Field(0.3, gt=0, le=1)
+    run_phase_2: bool = True
+    value_dtype: Literal["float32", "float16"] = "float32"
+    max_update_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobConfig:
+        check_id(self.name, "job name")
+        if self.clients_required > self.num_participants:
+            raise ValueError(
+                f"clients_required ({self.clients_required}) exceeds num_participants "
+                f"({self.num_participants})"
+            )
+        if self.clock == "virtual" and self.fleet is None:
+            raise ValueError("clock: virtual needs a fleet file (field 'fleet')")
+        return self
+
+    @property
+    def dispatch_count(self) -> int:
+        """How many agents a round asks: floor(K * overcommitment), FedScale's rule."""
+        return max(self.num_participants, math.floor(self.num_participants * self.overcommitment))
+
+    @property
+    def target_updates(self) -> int:
+        return self.buffer_size or self.num_participants
+
+    @property
+    def agents_needed(self) -> int:
+        return self.min_agents or self.num_participants
+
+
+def parse_job(data: Any, source: str) -> JobConfig:
+    if not isinstance(data, dict):
+        raise JobConfigError(f"{source}: a job file must be a mapping of fields")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "<job>"
+            lines.append(f"{source}: field {where}: {err['msg']}")
+        raise JobConfigError("\n".join(lines)) from exc
+
+
+def load_job(path: str | Path) -> JobConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobConfigError(f"{path}: cannot read job file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_job(data, str(path))

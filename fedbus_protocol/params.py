@@ -42,7 +42,9 @@ class ParamLayout:
     def names(self) -> list[str]:
         return [slot.name for slot in self.slots]
 
-    def flatten(self, tensors: Mapping[str, np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    def flatten(
+        self, tensors: Mapping[str, np.ndarray], out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Copy named tensors into one float32 vector (``out`` if given)."""
         flat = np.empty(self.num_params, np.float32) if out is None else out
         for slot in self.slots:

@@ -1,0 +1,157 @@
+"""``coordinator``: serve jobs, run one job, or submit a job to a running service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from coordinator.config import JobConfigError, load_job
+from coordinator.job_runner import JobRunner
+from coordinator.service import CoordinatorService
+from fedbus_protocol import bus
+from fedbus_protocol.messages import Event, JobSubmission, encode_json
+from fedbus_protocol.topics import Topics
+
+console = Console(highlight=False)
+
+
+def _broker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    parser.add_argument("--prefix", default="fedbus", help="topic prefix")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--tls-ca", help="CA certificate for a TLS listener")
+
+
+def _settings(args: argparse.Namespace) -> bus.BrokerSettings:
+    host, port = bus.parse_broker(args.broker)
+    return bus.BrokerSettings(
+        host=host,
+        port=port,
+        prefix=args.prefix,
+        username=args.username,
+        password=args.password,
+        tls_ca=args.tls_ca,
+    )
+
+
+def print_round(event: Event) -> None:
+    """One line per round for people watching a run."""
+    d = event.data
+    if event.event == "ROUND_END":
+        acc = f"acc {d['accuracy']:.4f}" if d.get("accuracy") is not None else "acc   -   "
+        vt = f"  vt {event.virtual_time / 3600:7.2f} h" if event.virtual_time is not None else ""
+        console.print(
+            f"round {event.round:4d}  {acc}  updates {len(d['kept'])}/{len(d['selected'])}"
+            f"  train-loss {d.get('train_loss') or 0:.4f}  {d['duration']:.2f}s{vt}"
+        )
+    elif event.event == "ROUND_FAILED":
+        console.print(f"round {event.round:4d}  [yellow]failed[/]: {d.get('reason')}")
+    elif event.event == "JOB_END":
+        acc = d.get("accuracy")
+        console.print(
+            f"[bold]job {event.job} finished[/]: final test accuracy "
+            f"{acc if acc is None else f'{acc:.4f}'}"
+        )
+    elif event.event == "JOB_RESUMED":
+        console.print(f"job {event.job} resumed after round {event.round}")
+    elif event.event == "AGENTS_READY":
+        console.print(f"{d['online']} agents online")
+
+
+def _attach_printer(runner: JobRunner) -> None:
+    runner.events.listeners.append(print_round)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_job(args.job)
+    service = CoordinatorService(
+        _settings(args),
+        runs_dir=Path(args.runs_dir),
+        coordinator_id=args.id,
+        accept_submissions=False,
+        on_runner=None if args.quiet else _attach_printer,
+    )
+    service.submit(config)
+    results = asyncio.run(service.serve(exit_when_idle=True))
+    return 0 if results.get(config.name) else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    service = CoordinatorService(
+        _settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
+    )
+    for path in args.jobs:
+        service.submit(load_job(path))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(service.serve())
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = load_job(args.job)  # validate locally first: errors name the file and field
+    data = yaml.safe_load(Path(args.job).read_text())
+    payload = encode_json(JobSubmission(config=data, source=str(args.job)))
+
+    async def send() -> None:
+        client = bus.make_client(_settings(args), f"submit-{config.name}", persistent=False)
+        async with client:
+            await client.publish(Topics(args.prefix).job_submit(), payload, qos=1)
+
+    asyncio.run(send())
+    console.print(f"submitted job {config.name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve exactly one job and exit when it ends")
+    run.add_argument("job", help="job YAML file")
+    run.add_argument("--runs-dir", default="runs", help="run directories (events, checkpoints)")
+    run.add_argument(
+        "--id", default="coordinator", help="MQTT client id (fixed: persistent session)"
+    )
+    run.add_argument("--quiet", action="store_true")
+    _broker_args(run)
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser(
+        "serve", help="long-running service; jobs arrive by `coordinator submit`"
+    )
+    serve.add_argument("jobs", nargs="*", help="job YAML files to start with")
+    serve.add_argument("--runs-dir", default="runs")
+    serve.add_argument("--id", default="coordinator")
+    _broker_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser("submit", help="hand a job to a running `coordinator serve`")
+    submit.add_argument("job")
+    _broker_args(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except JobConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

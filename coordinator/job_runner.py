@@ -1,0 +1,669 @@
+"""One job's rounds: the asyncio shell around the pure round machine, selector and aggregation.
+
+The runner owns everything per job (model, selector, counters, run directory), so the
+service can hold several. It reads agent replies from its inbox (fed by the service's
+single receive loop), never from the socket itself, and publishes through the service.
+
+A round: select ``floor(K * overcommitment)`` online agents, publish the global model once
+(retained, the broker fans it out), send each agent its task, collect updates into rows
+of a preallocated stack until the round machine closes (buffer full, everyone answered,
+or the deadline), keep the K fastest, aggregate, feed the selector (stragglers too),
+validate every ``eval_interval`` rounds, checkpoint, and emit ROUND_END. Heavy numpy work
+(decoding large updates, aggregation) runs in a worker thread so keep-alives keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from client_selectors import ClientProfile, ClientSelector, make_selector
+from coordinator import checkpoint
+from coordinator.aggregation import UpdateStack, aggregate
+from coordinator.config import JobConfig
+from coordinator.events import EventLog, EventName, read_events
+from coordinator.registry import AgentRegistry
+from coordinator.round_state import Collection, JobPhase, Phase, advance
+from coordinator.update_check import (
+    Assignment,
+    Rejected,
+    check_header,
+    decode_result,
+    decode_update,
+    write_update,
+)
+from edge_agent.torch_state import state_to_numpy
+from fedbus_protocol.entry_points import resolve
+from fedbus_protocol.messages import (
+    JobStatus,
+    ModelMeta,
+    ResultMeta,
+    Task,
+    TrainConfig,
+    UpdateMeta,
+    encode_envelope,
+    encode_json,
+)
+from fedbus_protocol.params import ParamLayout
+from fedbus_protocol.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# Updates larger than this are decoded in a worker thread, smaller ones inline.
+INLINE_DECODE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A reply routed to this job by the service, or word that an agent went offline."""
+
+    kind: str  # "update" | "result" | "lost"
+    agent: str
+    payload: bytes = b""
+    received: float = 0.0
+
+
+Publish = Callable[[str, bytes | bytearray, int, bool], Awaitable[None]]
+
+
+@dataclass
+class RoundReport:
+    round: int
+    ok: bool
+    reason: str
+    selected: list[str]
+    kept: list[str]
+    stragglers: list[str]
+    duration: float
+    virtual_duration: float | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+    train_loss: float | None = None
+    upload_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "ok": self.ok,
+            "reason": self.reason,
+            "selected": self.selected,
+            "kept": self.kept,
+            "stragglers": self.stragglers,
+            "duration": self.duration,
+            "virtual_duration": self.virtual_duration,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "train_loss": self.train_loss,
+            "upload_bytes": self.upload_bytes,
+            **self.extra,
+        }
+
+
+@dataclass
+class _Reply:
+    agent: str
+    meta: UpdateMeta
+    row: int
+    received: float
+    nbytes: int
+
+
+class JobRunner:
+    def __init__(
+        self,
+        config: JobConfig,
+        *,
+        topics: Topics,
+        publish: Publish,
+        registry: AgentRegistry,
+        run_dir: Path,
+    ) -> None:
+        self.config = config
+        self.job = config.name
+        self.topics = topics
+        self._publish = publish
+        self.registry = registry
+        self.run_dir = run_dir
+        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self.phase = JobPhase.PENDING
+        self.rejected: Counter[str] = Counter()
+        self.history: list[dict[str, Any]] = []
+        self.completed_rounds = 0
+        self.model_version = 0
+        self.virtual_time = 0.0 if config.clock == "virtual" else None
+        self.last_accuracy: float | None = None
+        self.last_loss: float | None = None
+        self.events = EventLog(run_dir / "events.jsonl", self.job, self._publish_event)
+        self.selector: ClientSelector = make_selector(
+            config.selector.name,
+            config.selector.knobs,
+            config.selector.seed if config.selector.seed is not None else config.seed,
+        )
+        self._registered: set[str] = set()
+        self._rng = random.Random(config.seed)
+        self._stack: UpdateStack | None = None
+        self.layout: ParamLayout
+        self.global_flat: np.ndarray
+
+    # -- publishing -------------------------------------------------------------------
+    async def _publish_event(self, payload: bytes) -> None:
+        await self._publish(self.topics.job_events(self.job), payload, 1, False)
+
+    async def publish_status(self, state: str = "running") -> None:
+        status = JobStatus(
+            job=self.job,
+            state=state,  # type: ignore[arg-type]
+            round=self.completed_rounds,
+            rounds=self.config.rounds,
+            phase=self.phase.value,
+            model_version=self.model_version,
+            last_accuracy=self.last_accuracy,
+            last_loss=self.last_loss,
+            virtual_time=self.virtual_time,
+            rejected=dict(self.rejected),
+            ts=time.time(),
+        )
+        await self._publish(self.topics.job_status(self.job), encode_json(status), 1, True)
+
+    async def publish_model(self) -> None:
+        meta = ModelMeta(
+            job=self.job,
+            version=self.model_version,
+            round=self.completed_rounds,
+            names=self.layout.names,
+        )
+        payload = encode_envelope(meta, self.layout.unflatten(self.global_flat))
+        await self._publish(self.topics.job_model(self.job), payload, 1, True)
+
+    def _set_phase(self, phase: JobPhase) -> None:
+        self.phase = advance(self.phase, phase)
+
+    # -- state ------------------------------------------------------------------------
+    def _initial_model(self) -> dict[str, np.ndarray]:
+        torch.manual_seed(self.config.seed)
+        return state_to_numpy(resolve(self.config.model)())
+
+    def _load_or_init(self) -> bool:
+        restored = checkpoint.load(self.run_dir / "checkpoint")
+        if restored is None:
+            tensors = self._initial_model()
+            self.layout = ParamLayout.from_tensors(tensors)
+            self.global_flat = self.layout.flatten(tensors)
+            return False
+        state, tensors = restored
+        if state.get("job") != self.job:
+            raise RuntimeError(
+                f"{self.run_dir}: checkpoint belongs to job {state.get('job')!r}, not {self.job!r}"
+            )
+        self.layout = ParamLayout.from_tensors(tensors)
+        self.global_flat = self.layout.flatten(tensors)
+        self.completed_rounds = int(state["completed_rounds"])
+        self.model_version = int(state["model_version"])
+        self.history = list(state["history"])
+        self.rejected = Counter(state.get("rejected", {}))
+        self.virtual_time = state.get("virtual_time")
+        self.last_accuracy = state.get("last_accuracy")
+        self.last_loss = state.get("last_loss")
+        self._registered = set(state.get("registered", []))
+        self.selector = type(self.selector).from_state(state["selector"])
+        self._rng.setstate(_tuple_state(state["rng"]))
+        return True
+
+    def _checkpoint(self) -> None:
+        state = {
+            "job": self.job,
+            "completed_rounds": self.completed_rounds,
+            "model_version": self.model_version,
+            "history": self.history,
+            "rejected": dict(self.rejected),
+            "virtual_time": self.virtual_time,
+            "last_accuracy": self.last_accuracy,
+            "last_loss": self.last_loss,
+            "registered": sorted(self._registered),
+            "selector": self.selector.state(),
+            "rng": _list_state(self._rng.getstate()),
+        }
+        checkpoint.save(
+            self.run_dir / "checkpoint",
+            self.model_version,
+            self.layout.unflatten(self.global_flat),
+            state,
+        )
+
+    async def _reemit_missing_round_ends(self) -> None:
+        """A crash between checkpoint and ROUND_END leaves the event unwritten: write it now."""
+        logged = {
+            e["round"]
+            for e in read_events(self.events.path)
+            if e["event"] in ("ROUND_END", "ROUND_FAILED")
+        }
+        for entry in self.history:
+            if entry["round"] not in logged:
+                name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
+                await self.events.emit(name, entry["round"], entry, virtual_time=self.virtual_time)
+
+    # -- the job ----------------------------------------------------------------------
+    async def run(self) -> bool:
+        """Run the job to its end; True when every round ran (failed rounds included)."""
+        resumed = self._load_or_init()
+        self._set_phase(JobPhase.WAITING_FOR_AGENTS)
+        if resumed:
+            await self._reemit_missing_round_ends()
+            await self.events.emit(
+                EventName.JOB_RESUMED, self.completed_rounds, {"model_version": self.model_version}
+            )
+        else:
+            await self.events.emit(
+                EventName.JOB_BEGIN,
+                0,
+                {
+                    "config": self.config.model_dump(mode="json"),
+                    "num_params": self.layout.num_params,
+                },
+            )
+        await self.publish_model()
+        await self.publish_status()
+        try:
+            if not await self._wait_for_agents():
+                self._set_phase(JobPhase.FAILED)
+                await self.events.emit(
+                    EventName.JOB_FAILED, self.completed_rounds, {"reason": "no agents"}
+                )
+                await self.publish_status("failed")
+                return False
+            while self.completed_rounds < self.config.rounds:
+                await self._round(self.completed_rounds + 1)
+            self._set_phase(JobPhase.FINISHED)
+            await self.events.emit(
+                EventName.JOB_END,
+                self.completed_rounds,
+                {
+                    "accuracy": self.last_accuracy,
+                    "loss": self.last_loss,
+                    "rejected": dict(self.rejected),
+                },
+                virtual_time=self.virtual_time,
+            )
+            await self.publish_status("finished")
+            return True
+        finally:
+            self.events.close()
+
+    async def _wait_for_agents(self) -> bool:
+        needed = self.config.agents_needed
+        deadline = time.monotonic() + self.config.agent_wait_timeout
+        while len(self.registry.online()) < needed and time.monotonic() < deadline:
+            await self._drain(until=min(deadline, time.monotonic() + 0.2), collection=None)
+        online = self.registry.online()
+        await self.events.emit(
+            EventName.AGENTS_READY, self.completed_rounds, {"online": len(online)}
+        )
+        return len(online) >= self.config.clients_required
+
+    def _register_new_agents(self, online: list[str]) -> None:
+        for agent in online:
+            if agent in self._registered:
+                continue
+            profile = self.registry.profile(agent)
+            num_samples = (profile.num_samples if profile else None) or 1
+            static = dict(profile.static) if profile else {}
+            self.selector.register_client(
+                agent, ClientProfile(num_samples=num_samples, static=static)
+            )
+            self._registered.add(agent)
+
+    def _now(self) -> float:
+        return self.virtual_time if self.virtual_time is not None else time.time()
+
+    def _train_config(self, local_steps: int | None = None, keep_frac: float = 1.0) -> TrainConfig:
+        c = self.config
+        return TrainConfig(
+            model=c.model,
+            data=c.data,
+            data_args=c.data_args,
+            local_steps=local_steps or c.local_steps,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+            seed=c.seed,
+            adaptive=c.adaptive_training,
+            t_budget=self.selector.t_budget or c.t_budget,
+            budget_recheck_steps=c.budget_recheck_steps,
+            ewma_lambda=c.ewma_lambda,
+            min_payload_frac=c.min_payload_frac,
+            run_phase_2=c.run_phase_2,
+            keep_frac=keep_frac,
+            value_dtype=c.value_dtype,
+            clock=c.clock,
+        )
+
+    async def _send_tasks(
+        self,
+        round_: int,
+        kind: str,
+        agents: list[str],
+        configs: dict[str, TrainConfig],
+        timeout: float,
+    ) -> dict[str, Assignment]:
+        assignments: dict[str, Assignment] = {}
+        deadline = time.time() + timeout
+        for agent in agents:
+            task = Task(
+                job=self.job,
+                round=round_,
+                task_id=uuid.uuid4().hex[:16],
+                kind=kind,  # type: ignore[arg-type]
+                model_version=self.model_version,
+                config=configs[agent],
+                deadline=deadline,
+                virtual_start=self.virtual_time,
+                issued_at=time.time(),
+            )
+            assignments[agent] = Assignment(agent, task.task_id, round_, self.model_version)
+            await self._publish(self.topics.agent_tasks(agent), encode_envelope(task), 1, False)
+        return assignments
+
+    async def _round(self, round_: int) -> None:
+        started = time.monotonic()
+        if len(self.registry.online()) < self.config.clients_required:
+            self._set_phase(JobPhase.WAITING_FOR_AGENTS)
+            await self._wait_for_agents()
+        self._set_phase(JobPhase.TRAINING)
+        online = self.registry.online()
+        self._register_new_agents(online)
+        selection = self.selector.select_participants(
+            self.config.dispatch_count, self._now(), online
+        )
+        selected = list(selection.clients)
+        overrides = self.selector.plan_overrides(selected, self.config.local_steps)
+        configs = {
+            a: self._train_config(
+                overrides[a].local_steps if a in overrides else None,
+                1.0 - overrides[a].dropout_frac if a in overrides else 1.0,
+            )
+            for a in selected
+        }
+        await self.events.emit(
+            EventName.ROUND_BEGIN,
+            round_,
+            {"selected": selected, "online": len(online), "selector": selection.info},
+            virtual_time=self.virtual_time,
+        )
+        assignments = await self._send_tasks(
+            round_, "train", selected, configs, self.config.round_timeout
+        )
+        collection = Collection.start(
+            selected,
+            target=self.config.target_updates,
+            required=self.config.clients_required,
+            deadline=time.monotonic() + self.config.round_timeout,
+        )
+        stack = self._stack_for(len(selected))
+        replies: dict[str, _Reply] = {}
+        failures: dict[str, UpdateMeta] = {}
+        await self._drain(
+            until=None,
+            collection=collection,
+            assignments=assignments,
+            replies=replies,
+            failures=failures,
+            stack=stack,
+        )
+        report = RoundReport(
+            round=round_,
+            ok=collection.phase is Phase.COMPLETE,
+            reason=collection.reason,
+            selected=selected,
+            kept=[],
+            stragglers=[],
+            duration=0.0,
+        )
+        if report.ok:
+            kept = collection.accepted[: self.config.num_participants]
+            report.kept = kept
+            report.upload_bytes = sum(replies[a].nbytes for a in kept)
+            rows = [replies[a].row for a in kept]
+            weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
+            delta = await asyncio.to_thread(
+                aggregate,
+                self.config.aggregator.name,
+                stack,
+                rows,
+                weights,
+                **self.config.aggregator.knobs,
+            )
+            self.global_flat += np.float32(self.config.aggregator.server_lr) * delta
+            self.model_version += 1
+            report.train_loss = float(
+                np.average([replies[a].meta.loss for a in kept], weights=weights)
+            )
+            for agent in kept:
+                meta = replies[agent].meta
+                self.selector.register_feedback(
+                    agent,
+                    meta.utility,
+                    round_,
+                    _duration(meta, replies[agent].received - started),
+                    True,
+                    gradient_utility=meta.grad_norm
+                    * min(meta.num_examples, meta.steps * self.config.batch_size)
+                    / 100.0,
+                    num_samples=float(meta.num_examples),
+                )
+        stragglers = [a for a in selected if a not in report.kept]
+        report.stragglers = stragglers
+        if stragglers:
+            durations = {
+                a: _duration(replies[a].meta, replies[a].received - started)
+                if a in replies
+                else self.config.round_timeout
+                for a in stragglers
+            }
+            self.selector.register_stragglers(stragglers, durations, round_)
+        report.duration = time.monotonic() - started
+        if report.ok:
+            await self.publish_model()
+        if report.ok and self._eval_due(round_):
+            await self._validate(round_, report)
+        self.completed_rounds = round_
+        self.history.append(report.as_dict())
+        self._checkpoint()
+        if report.accuracy is not None:
+            await self.events.emit(
+                EventName.TEST_RESULT,
+                round_,
+                {"accuracy": report.accuracy, "loss": report.loss},
+                virtual_time=self.virtual_time,
+            )
+        name = EventName.ROUND_END if report.ok else EventName.ROUND_FAILED
+        await self.events.emit(name, round_, report.as_dict(), virtual_time=self.virtual_time)
+        await self.publish_status()
+
+    def _eval_due(self, round_: int) -> bool:
+        interval = self.config.eval_interval
+        return interval > 0 and (round_ % interval == 0 or round_ == self.config.rounds)
+
+    def _stack_for(self, rows: int) -> UpdateStack:
+        if self._stack is None:
+            self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
+        elif self._stack.capacity < rows:
+            self._stack.grow(rows)
+        return self._stack
+
+    async def _validate(self, round_: int, report: RoundReport) -> None:
+        self._set_phase(JobPhase.VALIDATING)
+        online = self.registry.online()
+        agents = (
+            online
+            if len(online) <= self.config.eval_max_clients
+            else sorted(self._rng.sample(online, self.config.eval_max_clients))
+        )
+        config = self._train_config()
+        assignments = await self._send_tasks(
+            round_, "validate", agents, dict.fromkeys(agents, config), self.config.eval_timeout
+        )
+        collection = Collection.start(
+            agents,
+            target=len(agents),
+            required=1,
+            deadline=time.monotonic() + self.config.eval_timeout,
+        )
+        results: dict[str, ResultMeta] = {}
+        await self._drain(
+            until=None, collection=collection, assignments=assignments, results=results
+        )
+        answered = [r for r in results.values() if r.num_examples > 0]
+        if answered:
+            weights = [r.num_examples for r in answered]
+            report.accuracy = float(np.average([r.accuracy for r in answered], weights=weights))
+            report.loss = float(np.average([r.loss for r in answered], weights=weights))
+            report.extra["eval_agents"] = len(answered)
+            self.last_accuracy, self.last_loss = report.accuracy, report.loss
+
+    # -- the inbox --------------------------------------------------------------------
+    async def _drain(
+        self,
+        *,
+        until: float | None,
+        collection: Collection | None,
+        assignments: dict[str, Assignment] | None = None,
+        replies: dict[str, _Reply] | None = None,
+        failures: dict[str, UpdateMeta] | None = None,
+        results: dict[str, ResultMeta] | None = None,
+        stack: UpdateStack | None = None,
+    ) -> None:
+        """Handle inbox items until ``until`` (monotonic) or until ``collection`` closes."""
+        assignments = assignments or {}
+        while True:
+            now = time.monotonic()
+            if collection is not None:
+                collection.tick(now)
+                if collection.closed:
+                    return
+                limit = collection.deadline if collection.deadline is not None else now + 1.0
+            else:
+                limit = until if until is not None else now
+            if until is not None and now >= until:
+                return
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), timeout=max(0.0, limit - now))
+            except TimeoutError:
+                continue
+            if item.kind == "lost":
+                if collection is not None and item.agent in collection.pending:
+                    collection.lose(item.agent, time.monotonic())
+                    await self.events.emit(
+                        EventName.AGENT_LOST, self.completed_rounds + 1, {"agent": item.agent}
+                    )
+                continue
+            try:
+                if item.kind == "update":
+                    await self._take_update(item, collection, assignments, replies, failures, stack)
+                elif item.kind == "result":
+                    self._take_result(item, collection, assignments, results)
+            except Rejected as exc:
+                self.rejected[exc.reason] += 1
+                log.warning(
+                    "job %s round %d: rejected %s from %s: %s",
+                    self.job,
+                    self.completed_rounds + 1,
+                    item.kind,
+                    item.agent,
+                    exc.detail,
+                )
+
+    async def _take_update(
+        self,
+        item: Inbound,
+        collection: Collection | None,
+        assignments: dict[str, Assignment],
+        replies: dict[str, _Reply] | None,
+        failures: dict[str, UpdateMeta] | None,
+        stack: UpdateStack | None,
+    ) -> None:
+        max_bytes = self.config.max_update_bytes
+        if len(item.payload) > INLINE_DECODE_BYTES:
+            meta, tensors = await asyncio.to_thread(decode_update, item.payload, max_bytes)
+        else:
+            meta, tensors = decode_update(item.payload, max_bytes)
+        if replies is None or failures is None or stack is None or collection is None:
+            raise Rejected(
+                "stale", f"update for round {meta.round} arrived outside a training round"
+            )
+        seen = item.agent in replies or item.agent in failures
+        check_header(
+            job=self.job,
+            topic_agent=item.agent,
+            meta_job=meta.job,
+            meta_agent=meta.agent,
+            task_id=meta.task_id,
+            round_=meta.round,
+            version=meta.base_version,
+            assignment=assignments.get(item.agent),
+            already_received=seen or item.agent not in collection.pending,
+        )
+        if not meta.success:
+            failures[item.agent] = meta
+            collection.lose(item.agent, time.monotonic())
+            return
+        row_index = len(replies)
+        row = stack.row(row_index)
+        if len(item.payload) > INLINE_DECODE_BYTES:
+            await asyncio.to_thread(write_update, meta, tensors, self.layout, row)
+        else:
+            write_update(meta, tensors, self.layout, row)
+        replies[item.agent] = _Reply(
+            item.agent, meta, row_index, time.monotonic(), len(item.payload)
+        )
+        collection.accept(item.agent, time.monotonic())
+
+    def _take_result(
+        self,
+        item: Inbound,
+        collection: Collection | None,
+        assignments: dict[str, Assignment],
+        results: dict[str, ResultMeta] | None,
+    ) -> None:
+        meta = decode_result(item.payload, 1 << 20)
+        if results is None or collection is None:
+            raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
+        check_header(
+            job=self.job,
+            topic_agent=item.agent,
+            meta_job=meta.job,
+            meta_agent=meta.agent,
+            task_id=meta.task_id,
+            round_=meta.round,
+            version=meta.model_version,
+            assignment=assignments.get(item.agent),
+            already_received=item.agent in results or item.agent not in collection.pending,
+        )
+        results[item.agent] = meta
+        collection.accept(item.agent, time.monotonic())
+
+
+def _duration(meta: UpdateMeta, measured: float) -> float:
+    """The agent's round duration: its reported timings when it has them, else measured."""
+    reported = meta.timings.total or meta.timings.wall_duration
+    return reported if reported > 0 else max(measured, 1e-3)
+
+
+def _list_state(state: Any) -> Any:
+    return [_list_state(s) for s in state] if isinstance(state, tuple) else state
+
+
+def _tuple_state(state: Any) -> Any:
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state

@@ -1,0 +1,54 @@
+"""Which agents exist and which are online, from their retained status messages (pure)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from fedbus_protocol.messages import AgentProfile, AgentStatus
+
+
+class Change(enum.Enum):
+    CAME_ONLINE = "came_online"
+    WENT_OFFLINE = "went_offline"
+    UNCHANGED = "unchanged"
+
+
+@dataclass
+class AgentRecord:
+    agent: str
+    online: bool
+    profile: AgentProfile | None
+    since: float
+
+
+class AgentRegistry:
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentRecord] = {}
+
+    def apply(self, status: AgentStatus, now: float) -> Change:
+        record = self._agents.get(status.agent)
+        online = status.state == "online"
+        if record is None:
+            self._agents[status.agent] = AgentRecord(status.agent, online, status.profile, now)
+            return Change.CAME_ONLINE if online else Change.UNCHANGED
+        if status.profile is not None:
+            record.profile = status.profile
+        if record.online == online:
+            return Change.UNCHANGED
+        record.online, record.since = online, now
+        return Change.CAME_ONLINE if online else Change.WENT_OFFLINE
+
+    def online(self) -> list[str]:
+        return sorted(a for a, r in self._agents.items() if r.online)
+
+    def is_online(self, agent: str) -> bool:
+        record = self._agents.get(agent)
+        return record is not None and record.online
+
+    def profile(self, agent: str) -> AgentProfile | None:
+        record = self._agents.get(agent)
+        return record.profile if record else None
+
+    def __len__(self) -> int:
+        return len(self._agents)

@@ -1,0 +1,218 @@
+"""The coordinator service: one MQTT connection, one receive loop, one runner per job.
+
+The receive loop only routes: agent status to the registry (and "lost" notices to the
+runners), updates and results to the owning job's inbox, submissions to new runners.
+Runners publish through :meth:`CoordinatorService.publish`. The connection is a
+persistent MQTT 5 session with a fixed client id, so updates published while the
+coordinator was down are delivered when it comes back; it reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from coordinator.config import JobConfig, JobConfigError, parse_job
+from coordinator.job_runner import Inbound, JobRunner
+from coordinator.registry import AgentRegistry, Change
+from fedbus_protocol import bus
+from fedbus_protocol.errors import FedbusProtocolError
+from fedbus_protocol.messages import (
+    AgentStatus,
+    CoordinatorStatus,
+    JobSubmission,
+    decode_json,
+    encode_json,
+)
+from fedbus_protocol.topics import TopicKind, Topics
+
+log = logging.getLogger(__name__)
+
+RunnerHook = Callable[[JobRunner], None]
+
+
+class CoordinatorService:
+    def __init__(
+        self,
+        broker: bus.BrokerSettings,
+        *,
+        runs_dir: Path,
+        coordinator_id: str = "coordinator",
+        accept_submissions: bool = True,
+        on_runner: RunnerHook | None = None,
+    ) -> None:
+        self.broker = broker
+        self.topics = Topics(broker.prefix)
+        self.runs_dir = runs_dir
+        self.coordinator_id = coordinator_id
+        self.accept_submissions = accept_submissions
+        self.on_runner = on_runner
+        self.registry = AgentRegistry()
+        self.runners: dict[str, JobRunner] = {}
+        self.results: dict[str, bool] = {}
+        self._client: bus.Client | None = None
+        self._connected = asyncio.Event()
+        self._pending: list[JobConfig] = []
+        self._group: asyncio.TaskGroup | None = None
+
+    # -- publishing for runners -----------------------------------------------------
+    async def publish(self, topic: str, payload: bytes | bytearray, qos: int, retain: bool) -> None:
+        """Publish, waiting out a reconnect instead of failing the job."""
+        while True:
+            await self._connected.wait()
+            assert self._client is not None
+            try:
+                await self._client.publish(topic, payload, qos=qos, retain=retain)
+                return
+            except bus.MqttError as exc:
+                log.warning("publish to %s failed (%s); waiting for the connection", topic, exc)
+                self._connected.clear()
+                await asyncio.sleep(0.1)
+
+    def _status(self, state: str) -> bytes:
+        return encode_json(
+            CoordinatorStatus(
+                coordinator=self.coordinator_id,
+                state=state,  # type: ignore[arg-type]
+                jobs=sorted(self.runners),
+                ts=time.time(),
+            )
+        )
+
+    # -- serving ----------------------------------------------------------------------
+    def submit(self, config: JobConfig) -> None:
+        """Queue a job; it starts once the service is connected."""
+        self._pending.append(config)
+        if self._group is not None:
+            self._start_pending()
+
+    def _start_pending(self) -> None:
+        assert self._group is not None
+        while self._pending:
+            config = self._pending.pop(0)
+            if config.name in self.runners:
+                log.warning("job %s is already running; submission ignored", config.name)
+                continue
+            runner = JobRunner(
+                config,
+                topics=self.topics,
+                publish=self.publish,
+                registry=self.registry,
+                run_dir=self.runs_dir / config.name,
+            )
+            self.runners[config.name] = runner
+            if self.on_runner is not None:
+                self.on_runner(runner)
+            self._group.create_task(self._run_job(runner), name=f"job-{config.name}")
+
+    async def _run_job(self, runner: JobRunner) -> None:
+        try:
+            self.results[runner.job] = await runner.run()
+        finally:
+            self.runners.pop(runner.job, None)
+            self._job_done.set()
+
+    async def serve(self, *, exit_when_idle: bool = False) -> dict[str, bool]:
+        """Serve until cancelled, or (``exit_when_idle``) until every submitted job ended."""
+        self._job_done = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                connection = group.create_task(self._connection(), name="mqtt-connection")
+                self._start_pending()
+                if exit_when_idle:
+                    while self.runners or self._pending:
+                        self._job_done.clear()
+                        await self._job_done.wait()
+                    connection.cancel()
+        finally:
+            self._group = None
+        return self.results
+
+    async def _connection(self) -> None:
+        delays = bus.backoff_delays()
+        while True:
+            try:
+                await self._session()
+            except bus.MqttError as exc:
+                self._connected.clear()
+                delay = next(delays)
+                log.warning("coordinator: connection lost (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        client = bus.make_client(
+            self.broker,
+            self.coordinator_id,
+            will_topic=self.topics.coordinator_status(),
+            will_payload=self._status("offline"),
+        )
+        async with client:
+            self._client = client
+            await client.subscribe(self.topics.all_agent_status(), qos=1)
+            await client.subscribe(f"{self.topics.prefix}/jobs/+/updates/+", qos=1)
+            await client.subscribe(f"{self.topics.prefix}/jobs/+/results/+", qos=1)
+            if self.accept_submissions:
+                await client.subscribe(self.topics.job_submit(), qos=1)
+            await client.publish(
+                self.topics.coordinator_status(), self._status("online"), qos=1, retain=True
+            )
+            self._connected.set()
+            try:
+                async for message in client.messages:
+                    self._route(message)
+            except asyncio.CancelledError:
+                with contextlib.suppress(bus.MqttError, TimeoutError):
+                    await asyncio.wait_for(
+                        client.publish(
+                            self.topics.coordinator_status(),
+                            self._status("offline"),
+                            qos=1,
+                            retain=True,
+                        ),
+                        2.0,
+                    )
+                raise
+            finally:
+                self._connected.clear()
+                self._client = None
+
+    def _route(self, message: bus.Message) -> None:
+        topic = str(message.topic)
+        payload = message.payload
+        try:
+            parsed = self.topics.parse(topic)
+            if not isinstance(payload, bytes | bytearray):
+                raise FedbusProtocolError("payload is not bytes")
+            match parsed.kind:
+                case TopicKind.AGENT_STATUS:
+                    self._agent_status(parsed.agent or "", bytes(payload))
+                case TopicKind.JOB_UPDATE | TopicKind.JOB_RESULT:
+                    runner = self.runners.get(parsed.job or "")
+                    if runner is None:
+                        log.debug("message for job %s, which is not running", parsed.job)
+                        return
+                    kind = "update" if parsed.kind is TopicKind.JOB_UPDATE else "result"
+                    runner.inbox.put_nowait(
+                        Inbound(kind, parsed.agent or "", payload, time.monotonic())
+                    )
+                case TopicKind.JOB_SUBMIT:
+                    submission = decode_json(JobSubmission, payload)
+                    self.submit(parse_job(submission.config, submission.source))
+                case _:
+                    pass
+        except (FedbusProtocolError, JobConfigError) as exc:
+            log.warning("dropped message on %s: %s", topic, exc)
+
+    def _agent_status(self, agent: str, payload: bytes) -> None:
+        status = decode_json(AgentStatus, payload)
+        if status.agent != agent:
+            raise FedbusProtocolError(f"status on {agent!r}'s topic names {status.agent!r}")
+        change = self.registry.apply(status, time.time())
+        if change is Change.WENT_OFFLINE:
+            for runner in self.runners.values():
+                runner.inbox.put_nowait(Inbound("lost", agent))

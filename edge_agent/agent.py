@@ -1,0 +1,273 @@
+"""One edge agent's asyncio shell: connection, status, tasks in, updates and results out.
+
+The agent announces itself with a retained status (and a last will that flips it to
+``offline``), receives tasks on its own topic, reads the global model from the job's
+retained model topic, trains in a worker thread so MQTT keep-alives keep flowing, and
+publishes a msgpack update (dense, or top-k sparse when the task asks for a smaller
+payload). Tasks run one at a time in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_agent.compression import sparsify
+from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.trainer import LocalTrainer, TrainOutcome
+from fedbus_protocol import bus
+from fedbus_protocol.codec import SparseTensor, Tensor
+from fedbus_protocol.errors import FedbusProtocolError
+from fedbus_protocol.messages import (
+    AgentProfile,
+    AgentStatus,
+    ResultMeta,
+    Task,
+    Timings,
+    UpdateMeta,
+    decode_envelope,
+    encode_envelope,
+    encode_json,
+)
+from fedbus_protocol.topics import TopicKind, Topics
+
+log = logging.getLogger(__name__)
+
+MODEL_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    agent_id: str
+    partition: int
+    profile: AgentProfile
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What to upload: the outcome plus the virtual timings when the clock is virtual."""
+
+    outcome: TrainOutcome
+    timings: Timings
+
+
+# Adaptive training and virtual clocks replace how a task is trained and timed.
+TrainFn = Callable[[Task, GlobalModel, AgentIdentity], UpdatePlan]
+
+
+class EdgeAgent:
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        broker: bus.BrokerSettings,
+        trainer: LocalTrainer,
+        models: ModelStore,
+        *,
+        compute_lock: asyncio.Lock | None = None,
+        train_fn: TrainFn | None = None,
+        subscribe_models: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.broker = broker
+        self.topics = Topics(broker.prefix)
+        self.trainer = trainer
+        self.models = models
+        self.compute_lock = compute_lock or asyncio.Lock()
+        self.train_fn = train_fn or self._train_wall
+        self.subscribe_models = subscribe_models
+        self.connected = asyncio.Event()
+        self.tasks_done = 0
+        self._queue: asyncio.Queue[Task] = asyncio.Queue()
+        self._buffer = bytearray()
+
+    @property
+    def agent_id(self) -> str:
+        return self.identity.agent_id
+
+    def _status(self, state: str) -> bytes:
+        profile = self.identity.profile if state == "online" else None
+        return encode_json(
+            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=time.time())  # type: ignore[arg-type]
+        )
+
+    async def run(self) -> None:
+        """Serve until cancelled, reconnecting with backoff when the broker goes away."""
+        delays = bus.backoff_delays()
+        while True:
+            try:
+                await self._session()
+            except bus.MqttError as exc:
+                self.connected.clear()
+                delay = next(delays)
+                log.warning(
+                    "agent %s: connection lost (%s); retrying in %.1fs", self.agent_id, exc, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        client = bus.make_client(
+            self.broker,
+            f"agent-{self.agent_id}",
+            will_topic=self.topics.agent_status(self.agent_id),
+            will_payload=self._status("offline"),
+        )
+        async with client:
+            await client.subscribe(self.topics.agent_tasks(self.agent_id), qos=1)
+            if self.subscribe_models:
+                await client.subscribe(self.topics.all_job_models(), qos=1)
+            await client.publish(
+                self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
+            )
+            self.connected.set()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._work(client), name=f"{self.agent_id}-work")
+                    async for message in client.messages:
+                        await self._route(message)
+            except asyncio.CancelledError:
+                # A clean DISCONNECT does not fire the last will, so say goodbye ourselves.
+                with contextlib.suppress(bus.MqttError, TimeoutError):
+                    await asyncio.wait_for(
+                        client.publish(
+                            self.topics.agent_status(self.agent_id),
+                            self._status("offline"),
+                            qos=1,
+                            retain=True,
+                        ),
+                        2.0,
+                    )
+                raise
+            finally:
+                self.connected.clear()
+
+    async def _route(self, message: bus.Message) -> None:
+        try:
+            parsed = self.topics.parse(str(message.topic))
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                raise FedbusProtocolError("payload is not bytes")
+            if parsed.kind is TopicKind.JOB_MODEL:
+                await self.models.offer(payload)
+            elif parsed.kind is TopicKind.AGENT_TASKS:
+                task, _ = decode_envelope(Task, payload)
+                self._queue.put_nowait(task)
+        except FedbusProtocolError as exc:
+            log.warning("agent %s: dropped message on %s: %s", self.agent_id, message.topic, exc)
+
+    async def _work(self, client: bus.Client) -> None:
+        while True:
+            task = await self._queue.get()
+            if task.deadline is not None and time.time() > task.deadline:
+                log.info(
+                    "agent %s: skipping task %s past its deadline", self.agent_id, task.task_id
+                )
+                continue
+            try:
+                await self._handle(client, task)
+            except TimeoutError:
+                log.warning(
+                    "agent %s: model %s v%d never arrived",
+                    self.agent_id,
+                    task.job,
+                    task.model_version,
+                )
+            self.tasks_done += 1
+
+    async def _handle(self, client: bus.Client, task: Task) -> None:
+        received = time.perf_counter()
+        model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
+        if model is None:
+            log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
+            return
+        t_dl = time.perf_counter() - received
+        if task.kind == "validate":
+            async with self.compute_lock:
+                loss, accuracy, n = await asyncio.to_thread(
+                    self.trainer.evaluate, task.config, self.identity.partition, model.tensors
+                )
+            meta = ResultMeta(
+                job=task.job,
+                round=task.round,
+                agent=self.agent_id,
+                task_id=task.task_id,
+                model_version=task.model_version,
+                num_examples=n,
+                loss=loss,
+                accuracy=accuracy,
+            )
+            payload = encode_envelope(meta)
+            await client.publish(self.topics.job_result(task.job, self.agent_id), payload, qos=1)
+            return
+        async with self.compute_lock:
+            plan = await asyncio.to_thread(self.train_fn, task, model, self.identity)
+        if task.config.clock == "wall":
+            plan = UpdatePlan(
+                plan.outcome,
+                Timings(
+                    t_dl=t_dl,
+                    t_comp=plan.outcome.compute_seconds,
+                    wall_duration=time.perf_counter() - received,
+                ),
+            )
+        meta, tensors = build_update(task, self.agent_id, plan, model)
+        self._buffer = encode_envelope(meta, tensors, into=self._buffer)
+        await client.publish(self.topics.job_update(task.job, self.agent_id), self._buffer, qos=1)
+        # paho copied the packet on publish; a fresh buffer keeps the sent bytes intact.
+        self._buffer = bytearray()
+
+    def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
+        outcome = self.trainer.train(
+            task.config,
+            identity.partition,
+            model.tensors,
+            model.layout,
+            seed=task.config.seed * 1_000_003 + task.round * 7919 + identity.partition,
+        )
+        outcome.keep_frac = task.config.keep_frac
+        return UpdatePlan(outcome, Timings())
+
+
+def build_update(
+    task: Task, agent_id: str, plan: UpdatePlan, model: GlobalModel
+) -> tuple[UpdateMeta, dict[str, Tensor]]:
+    """The update message: dense named deltas, or one sparse flat delta below keep 1."""
+    outcome = plan.outcome
+    value_dtype = np.float16 if task.config.value_dtype == "float16" else np.float32
+    tensors: dict[str, Tensor] = {}
+    encoding = "none"
+    if outcome.success:
+        if outcome.keep_frac < 1.0:
+            sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
+            tensors["delta"] = SparseTensor(sparse.size, sparse.indices, sparse.values)
+            encoding = "sparse"
+        else:
+            delta = outcome.delta.astype(value_dtype, copy=False)
+            tensors = dict(model.layout.unflatten(delta))
+            encoding = "dense"
+    grad_norm = float(np.linalg.norm(outcome.delta)) if outcome.success else 0.0
+    meta = UpdateMeta(
+        job=task.job,
+        round=task.round,
+        agent=agent_id,
+        task_id=task.task_id,
+        base_version=task.model_version,
+        success=outcome.success,
+        reason=outcome.reason,
+        num_examples=outcome.num_examples,
+        encoding=encoding,  # type: ignore[arg-type]
+        utility=outcome.utility,
+        grad_norm=grad_norm,
+        loss=outcome.loss,
+        steps=outcome.steps,
+        steps_phase1=outcome.steps_phase1,
+        steps_phase2=outcome.steps_phase2,
+        keep_frac=outcome.keep_frac,
+        timings=plan.timings,
+    )
+    return meta, tensors

@@ -1,0 +1,83 @@
+"""``edge-agent``: one real device (``run``), or N emulated devices in one process (``emulate``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+from edge_agent.agent import AgentIdentity, EdgeAgent
+from edge_agent.model_store import ModelStore
+from edge_agent.profile import detect_profile
+from edge_agent.trainer import LocalTrainer
+from fedbus_protocol import bus
+from fedbus_protocol.topics import check_id
+
+
+def _broker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    parser.add_argument("--prefix", default="fedbus")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--tls-ca")
+
+
+def _settings(args: argparse.Namespace) -> bus.BrokerSettings:
+    host, port = bus.parse_broker(args.broker)
+    return bus.BrokerSettings(
+        host=host,
+        port=port,
+        prefix=args.prefix,
+        username=args.username,
+        password=args.password,
+        tls_ca=args.tls_ca,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    check_id(args.id, "agent id")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    trainer = LocalTrainer(args.device)
+    profile = detect_profile(trainer.device, partition=args.partition)
+    agent = EdgeAgent(
+        AgentIdentity(args.id, args.partition, profile), _settings(args), trainer, ModelStore()
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(agent.run())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one agent on this device")
+    run.add_argument(
+        "--id", required=True, help="agent id (fixed: it names the persistent session)"
+    )
+    run.add_argument("--partition", type=int, default=0, help="data partition index of this agent")
+    run.add_argument(
+        "--device", default=None, help="torch device (default: cuda when present, else cpu)"
+    )
+    run.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
+    _broker_args(run)
+    run.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

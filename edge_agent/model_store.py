@@ -1,0 +1,56 @@
+"""The latest global model of each job, shared by every agent of a process.
+
+An emulator runs many agents in one process; they all read the same decoded model, so
+a model version costs one decode and one copy in memory, whatever the agent count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedbus_protocol.messages import ModelMeta, decode_envelope
+from fedbus_protocol.params import ParamLayout
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    job: str
+    version: int
+    tensors: dict[str, np.ndarray]
+    layout: ParamLayout
+
+
+class ModelStore:
+    def __init__(self) -> None:
+        self._models: dict[str, GlobalModel] = {}
+        self._changed = asyncio.Condition()
+
+    def latest(self, job: str) -> GlobalModel | None:
+        return self._models.get(job)
+
+    def has(self, job: str, version: int) -> bool:
+        model = self._models.get(job)
+        return model is not None and model.version >= version
+
+    async def offer(self, payload: bytes) -> GlobalModel | None:
+        """Decode a model payload unless this version (or a newer one) is already held."""
+        meta, tensors = decode_envelope(ModelMeta, payload)
+        current = self._models.get(meta.job)
+        if current is not None and current.version >= meta.version:
+            return current
+        arrays = {name: t for name, t in tensors.items() if isinstance(t, np.ndarray)}
+        model = GlobalModel(meta.job, meta.version, arrays, ParamLayout.from_tensors(arrays))
+        async with self._changed:
+            self._models[meta.job] = model
+            self._changed.notify_all()
+        return model
+
+    async def wait_for(self, job: str, version: int, timeout: float) -> GlobalModel | None:
+        """The model of ``job`` at exactly ``version``; None on timeout or if it moved on."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.has(job, version))
+        model = self._models[job]
+        return model if model.version == version else None

@@ -1,0 +1,245 @@
+"""Local training and validation with PyTorch: the agent's compute, no I/O.
+
+A :class:`Workspace` holds one model instance and one data partition, built once from
+the job's entry points and reused every round (an emulator with many agents shares one
+model instance per entry point, so idle agents cost only their data). ``train`` loads the
+global weights, runs SGD for the task's steps (or as the adaptive budget planner says),
+and returns the update as a flat float32 delta from the global model, with the
+statistical utility over every sample the round trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from edge_agent.torch_state import load_numpy_state, state_to_numpy
+from edge_agent.utility import UtilityAccumulator
+from fedbus_protocol.entry_points import resolve
+from fedbus_protocol.messages import TrainConfig
+from fedbus_protocol.params import ParamLayout
+
+
+@dataclass
+class Partition:
+    """One agent's data, as tensors on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_y.shape[0])
+
+
+def _as_tensors(ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+        return ds.tensors[0], ds.tensors[1]
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)  # type: ignore[arg-type]
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys)
+
+
+@dataclass
+class TrainOutcome:
+    delta: np.ndarray
+    num_examples: int
+    trained_samples: int
+    loss: float
+    utility: float
+    steps: int
+    compute_seconds: float
+    steps_phase1: int = 0
+    steps_phase2: int = 0
+    keep_frac: float = 1.0
+    success: bool = True
+    reason: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+StepHook = Callable[[int], bool]
+
+
+class LocalTrainer:
+    """Builds workspaces from entry points and runs training / validation on a device."""
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self._models: dict[str, nn.Module] = {}
+        self._partitions: dict[tuple[str, str, int], Partition] = {}
+
+    # -- set-up -----------------------------------------------------------------------
+    def model(self, spec: str) -> nn.Module:
+        if spec not in self._models:
+            self._models[spec] = resolve(spec)().to(self.device)
+        return self._models[spec]
+
+    def partition(self, config: TrainConfig, partition: int) -> Partition:
+        key = (config.data, repr(sorted(config.data_args.items())), partition)
+        if key not in self._partitions:
+            train, test = resolve(config.data)(partition, **config.data_args)
+            tx, ty = _as_tensors(train)
+            vx, vy = _as_tensors(test)
+            self._partitions[key] = Partition(
+                tx.to(self.device), ty.to(self.device), vx.to(self.device), vy.to(self.device)
+            )
+        return self._partitions[key]
+
+    def forget_partition(self, config: TrainConfig, partition: int) -> None:
+        key = (config.data, repr(sorted(config.data_args.items())), partition)
+        self._partitions.pop(key, None)
+
+    # -- training ---------------------------------------------------------------------
+    def train(
+        self,
+        config: TrainConfig,
+        partition: int,
+        global_tensors: Mapping[str, np.ndarray],
+        layout: ParamLayout,
+        *,
+        seed: int,
+        steps: int | None = None,
+        plan: Callable[[TrainSession], None] | None = None,
+    ) -> TrainOutcome:
+        """Train from the global weights; ``plan`` (adaptive training) drives the steps."""
+        data = self.partition(config, partition)
+        model = self.model(config.model)
+        load_numpy_state(model, global_tensors)
+        session = TrainSession(self, model, data, config, layout, global_tensors, seed)
+        started = time.perf_counter()
+        if plan is None:
+            session.run_steps(config.local_steps if steps is None else steps)
+        else:
+            plan(session)
+        outcome = session.outcome(time.perf_counter() - started)
+        return outcome
+
+    @torch.no_grad()
+    def evaluate(
+        self, config: TrainConfig, partition: int, global_tensors: Mapping[str, np.ndarray]
+    ) -> tuple[float, float, int]:
+        """(mean loss, accuracy, examples) of the global model on this agent's test split."""
+        data = self.partition(config, partition)
+        model = self.model(config.model)
+        load_numpy_state(model, global_tensors)
+        model.eval()
+        if data.num_test == 0:
+            return 0.0, 0.0, 0
+        total_loss, correct = 0.0, 0
+        for start in range(0, data.num_test, 1024):
+            x = data.test_x[start : start + 1024]
+            y = data.test_y[start : start + 1024]
+            logits = model(x)
+            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+        return total_loss / data.num_test, correct / data.num_test, data.num_test
+
+
+class TrainSession:
+    """One round's training: SGD steps on demand, and the current delta on demand."""
+
+    def __init__(
+        self,
+        trainer: LocalTrainer,
+        model: nn.Module,
+        data: Partition,
+        config: TrainConfig,
+        layout: ParamLayout,
+        global_tensors: Mapping[str, np.ndarray],
+        seed: int,
+    ) -> None:
+        self.model = model
+        self.data = data
+        self.config = config
+        self.layout = layout
+        self.global_flat = layout.flatten(global_tensors)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.utility = UtilityAccumulator()
+        self.steps = 0
+        self.loss_sum = 0.0
+        self.samples = 0
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self.steps_phase1 = 0
+        self.steps_phase2 = 0
+        self.keep_frac = 1.0
+        self.success = True
+        self.reason = ""
+
+    def _next_batch(self) -> torch.Tensor:
+        n = self.data.num_train
+        size = min(self.config.batch_size, n)
+        if self._cursor + size > len(self._order):
+            self._order = torch.randperm(n, generator=self.generator)
+            self._cursor = 0
+        batch = self._order[self._cursor : self._cursor + size]
+        self._cursor += size
+        return batch.to(self.data.train_x.device)
+
+    def run_steps(self, count: int) -> None:
+        if self.data.num_train == 0:
+            self.success, self.reason = False, "no training data"
+            return
+        self.model.train()
+        loss_fn = nn.functional.cross_entropy
+        for _ in range(count):
+            idx = self._next_batch()
+            x, y = self.data.train_x[idx], self.data.train_y[idx]
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = loss_fn(self.model(x), y, reduction="none")
+            losses.mean().backward()
+            self.optimizer.step()
+            detached = losses.detach()
+            self.utility.add_batch(detached.to("cpu", torch.float64).numpy())
+            self.loss_sum += float(detached.sum())
+            self.samples += int(detached.shape[0])
+            self.steps += 1
+
+    def delta(self) -> np.ndarray:
+        """Current weights minus the global weights, flat float32."""
+        current = self.layout.flatten(state_to_numpy(self.model))
+        np.subtract(current, self.global_flat, out=current)
+        return current
+
+    def outcome(self, compute_seconds: float) -> TrainOutcome:
+        delta = self.delta()
+        trained = self.samples
+        utility = self.utility.utility(self.data.num_train, self.steps, self.config.batch_size)
+        loss = self.loss_sum / trained if trained else 0.0
+        if self.success and not (math.isfinite(loss) and np.isfinite(delta).all()):
+            self.success, self.reason = False, "training diverged (non-finite loss or weights)"
+        return TrainOutcome(
+            delta=delta,
+            num_examples=self.data.num_train,
+            trained_samples=trained,
+            loss=loss if math.isfinite(loss) else 0.0,
+            utility=utility if math.isfinite(utility) else 0.0,
+            steps=self.steps,
+            compute_seconds=compute_seconds,
+            steps_phase1=self.steps_phase1,
+            steps_phase2=self.steps_phase2,
+            keep_frac=self.keep_frac,
+            success=self.success and self.steps > 0,
+            reason=self.reason or ("" if self.steps > 0 else "no steps run"),
+        )

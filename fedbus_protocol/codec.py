@@ -132,7 +132,8 @@ def encode(
             offset = _align(offset + array.nbytes)
     header = msgpack.packb({"m": dict(meta), "t": entries}, use_bin_type=True)
     data_start = _align(_PREFIX.size + len(header))
-    total = data_start + offset
+    # No padding after the last tensor: the payload ends where the data ends.
+    total = data_start + max((off + a.nbytes for off, a in sources), default=0)
     if into is None:
         out = bytearray(total)
     else:

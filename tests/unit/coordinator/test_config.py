@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.config import JobConfigError, load_job
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "name: j\nmodel: examples.digits:make_model\ndata: examples.digits:load_partition\n"
+
+
+def test_shipped_job_loads() -> None:
+    config = load_job(REPO / "jobs" / "digits.yaml")
+    assert config.name == "digits"
+    assert config.dispatch_count == 7  # floor(6 * 1.3)
+
+
+def test_error_names_file_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "rounds: 0\n")
+    with pytest.raises(JobConfigError) as info:
+        load_job(path)
+    assert str(path) in str(info.value) and "field rounds" in str(info.value)
+
+
+def test_unknown_field_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="field roundz"):
+        load_job(write(tmp_path, BASE + "roundz: 3\n"))
+
+
+def test_nested_field_and_cross_field_errors(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="field aggregator.name"):
+        load_job(write(tmp_path, BASE + "aggregator: {name: mean}\n"))
+    with pytest.raises(JobConfigError, match="clients_required"):
+        load_job(write(tmp_path, BASE + "num_participants: 2\nclients_required: 3\n"))
+    with pytest.raises(JobConfigError, match="fleet"):
+        load_job(write(tmp_path, BASE + "clock: virtual\n"))
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="not valid YAML"):
+        load_job(write(tmp_path, "name: [unclosed\n"))
+    with pytest.raises(JobConfigError, match="cannot read"):
+        load_job(tmp_path / "missing.yaml")
+    with pytest.raises(JobConfigError, match="job name"):
+        load_job(write(tmp_path, BASE.replace("name: j", "name: a/b")))

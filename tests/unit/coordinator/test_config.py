@@ -37,7 +37,7 @@ def test_unknown_field_is_an_error(tmp_path: Path) -> None:
 
 
 def test_nested_field_and_cross_field_errors(tmp_path: Path) -> None:
-    with pytest.raises(JobConfigError, match="field aggregator.name"):
+    with pytest.raises(JobConfigError, match=r"field aggregator\.name"):
         load_job(write(tmp_path, BASE + "aggregator: {name: mean}\n"))
     with pytest.raises(JobConfigError, match="clients_required"):
         load_job(write(tmp_path, BASE + "num_participants: 2\nclients_required: 3\n"))

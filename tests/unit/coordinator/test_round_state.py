@@ -13,8 +13,12 @@ from coordinator.round_state import (
 )
 
 
-def start(n: int = 4, target: int = 3, required: int = 2, deadline: float | None = 10.0) -> Collection:
-    return Collection.start([f"a{i}" for i in range(n)], target=target, required=required, deadline=deadline)
+def start(
+    n: int = 4, target: int = 3, required: int = 2, deadline: float | None = 10.0
+) -> Collection:
+    return Collection.start(
+        [f"a{i}" for i in range(n)], target=target, required=required, deadline=deadline
+    )
 
 
 def test_closes_complete_when_buffer_fills() -> None:

@@ -15,7 +15,14 @@ from fedbus_protocol.messages import (
 
 
 def _update(**kw: object) -> UpdateMeta:
-    base = {"job": "j", "round": 1, "agent": "a", "task_id": "t", "base_version": 0, "num_examples": 5}
+    base = {
+        "job": "j",
+        "round": 1,
+        "agent": "a",
+        "task_id": "t",
+        "base_version": 0,
+        "num_examples": 5,
+    }
     return UpdateMeta.model_validate({**base, **kw})
 
 

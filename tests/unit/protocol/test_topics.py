@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fedbus_protocol.errors import InvalidTopic
-from fedbus_protocol.topics import Topics, TopicKind
+from fedbus_protocol.topics import TopicKind, Topics
 
 
 def test_build_and_parse_are_inverse() -> None:
@@ -33,7 +33,8 @@ def test_ids_with_separators_or_wildcards_are_refused(bad: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "topic", ["other/agents/a/status", "fedbus/agents/a/b/status", "fedbus/jobs/j/updates", "fedbus/x"]
+    "topic",
+    ["other/agents/a/status", "fedbus/agents/a/b/status", "fedbus/jobs/j/updates", "fedbus/x"],
 )
 def test_foreign_topics_do_not_parse(topic: str) -> None:
     with pytest.raises(InvalidTopic):

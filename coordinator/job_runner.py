@@ -154,6 +154,10 @@ class JobRunner:
         self._registered: set[str] = set()
         self._rng = random.Random(config.seed)
         self._stack: UpdateStack | None = None
+        # Task ids of the last closed rounds: a straggler's update that arrives after its
+        # round closed is expected with over-commitment, and is dropped as late, not hostile.
+        self._closed_tasks: set[str] = set()
+        self.late_updates = 0
         self.layout: ParamLayout
         self.global_flat: np.ndarray
 
@@ -422,6 +426,7 @@ class JobRunner:
             failures=failures,
             stack=stack,
         )
+        self._closed_tasks = {a.task_id for a in assignments.values()}
         report = RoundReport(
             round=round_,
             ok=collection.phase is Phase.COMPLETE,
@@ -550,7 +555,8 @@ class JobRunner:
         while True:
             now = time.monotonic()
             if collection is not None:
-                collection.tick(now)
+                if not collection.closed:
+                    collection.tick(now)
                 if collection.closed:
                     return
                 limit = collection.deadline if collection.deadline is not None else now + 1.0
@@ -599,6 +605,10 @@ class JobRunner:
             meta, tensors = await asyncio.to_thread(decode_update, item.payload, max_bytes)
         else:
             meta, tensors = decode_update(item.payload, max_bytes)
+        if meta.task_id in self._closed_tasks and meta.agent == item.agent:
+            self.late_updates += 1
+            log.info("job %s: late update from %s for round %d", self.job, item.agent, meta.round)
+            return
         if replies is None or failures is None or stack is None or collection is None:
             raise Rejected(
                 "stale", f"update for round {meta.round} arrived outside a training round"

@@ -6,6 +6,7 @@ statistics); integer bookkeeping buffers (``num_batches_tracked``) stay local.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -27,5 +28,9 @@ def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
 @torch.no_grad()
 def load_numpy_state(model: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
     state = floating_state(model)
-    for name, target in state.items():
-        target.copy_(torch.from_numpy(np.asarray(tensors[name])).reshape(target.shape))
+    with warnings.catch_warnings():
+        # The wire's arrays are read-only views of the received payload; torch warns about
+        # wrapping them, but they are only ever the source of a copy here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for name, target in state.items():
+            target.copy_(torch.from_numpy(np.asarray(tensors[name])).reshape(target.shape))

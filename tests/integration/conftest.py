@@ -54,7 +54,7 @@ def job_config(**overrides: Any) -> JobConfig:
         "agent_wait_timeout": 30,
         "round_timeout": 20,
         "eval_timeout": 20,
-        "local_steps": 5,
+        "local_steps": 20,
         "batch_size": 16,
         "eval_interval": 1,
     }

@@ -72,14 +72,15 @@ def _wrapped(start: float, length: float, cycle: float) -> list[tuple[float, flo
 
 
 def mobile_windows(rng: np.random.Generator, cycle: float = DEFAULT_CYCLE_S) -> ActivityWindows:
-    """Phone-like online windows: most phones charge overnight, all get short idle spells."""
+    """Phone-like online windows: 80 % charge overnight; every day has 1 + Poisson(1.5)
+    short idle spells of 2-30 min, so no phone is offline for the whole cycle."""
     nightly = rng.random() < 0.8
     intervals: list[tuple[float, float]] = []
     for day in range(max(1, int(cycle // DAY_S))):
         if nightly:
             start = day * DAY_S + rng.normal(23.5, 1.5) * 3600.0
             intervals += _wrapped(start, _log_uniform(rng, 1800.0, 8 * 3600.0), cycle)
-        for _ in range(rng.poisson(2.0)):
+        for _ in range(1 + rng.poisson(1.5)):
             start = day * DAY_S + rng.uniform(0.0, DAY_S)
             intervals += _wrapped(start, rng.uniform(120.0, 1800.0), cycle)
     rounded = [(round(a), round(b)) for a, b in intervals]

@@ -154,6 +154,7 @@ class JobRunner:
         self._registered: set[str] = set()
         self._rng = random.Random(config.seed)
         self._stack: UpdateStack | None = None
+        self._model_buffer = bytearray()
         # Task ids of the last closed rounds: a straggler's update that arrives after its
         # round closed is expected with over-commitment, and is dropped as late, not hostile.
         self._closed_tasks: set[str] = set()
@@ -188,8 +189,14 @@ class JobRunner:
             round=self.completed_rounds,
             names=self.layout.names,
         )
-        payload = encode_envelope(meta, self.layout.unflatten(self.global_flat))
+        # Reuse last round's buffer (the publish before was acknowledged, so paho let go of
+        # it): the same-sized model is written into already-mapped memory every round.
+        payload = encode_envelope(
+            meta, self.layout.unflatten(self.global_flat), into=self._model_buffer
+        )
+        self._model_buffer = bytearray()
         await self._publish(self.topics.job_model(self.job), payload, 1, True)
+        self._model_buffer = payload
 
     def _set_phase(self, phase: JobPhase) -> None:
         self.phase = advance(self.phase, phase)

@@ -216,10 +216,16 @@ class EdgeAgent:
                 ),
             )
         meta, tensors = build_update(task, self.agent_id, plan, model)
-        self._buffer = encode_envelope(meta, tensors, into=self._buffer)
-        await client.publish(self.topics.job_update(task.job, self.agent_id), self._buffer, qos=1)
-        # paho copied the packet on publish; a fresh buffer keeps the sent bytes intact.
-        self._buffer = bytearray()
+        payload = encode_envelope(meta, tensors, into=self._buffer)
+        try:
+            await client.publish(self.topics.job_update(task.job, self.agent_id), payload, qos=1)
+        except BaseException:
+            # paho may still hold the payload to resend after a reconnect: never reuse it.
+            self._buffer = bytearray()
+            raise
+        # Acknowledged (QoS 1): paho has let go of it, so next round encodes into the same
+        # already-mapped memory instead of faulting in a fresh buffer.
+        self._buffer = payload
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
         outcome = self.trainer.train(

@@ -23,6 +23,7 @@ decoded views be used directly by BLAS and SIMD loops.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,15 +156,19 @@ def encode(
     return out
 
 
-def _view(buf: memoryview, dtype: str, count_bytes: int, start: int, what: str) -> np.ndarray:
-    dt = np.dtype(dtype)
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+
+
+def _view(raw: np.ndarray, dtype: str, count_bytes: int, start: int, what: str) -> np.ndarray:
+    """A typed view of ``count_bytes`` at ``start`` of the payload's byte array (no copy)."""
+    dt = _DTYPES[dtype]
     if count_bytes % dt.itemsize:
         raise InvalidMessage(
-            "malformed", f"{what}: {count_bytes} bytes is not a whole number of {dtype}"
+            "malformed", f"tensor {what!r}: {count_bytes} bytes is not a whole number of {dtype}"
         )
-    if start < 0 or start + count_bytes > len(buf):
-        raise InvalidMessage("malformed", f"{what}: data runs past the end of the payload")
-    return np.frombuffer(buf, dtype=dt, count=count_bytes // dt.itemsize, offset=start)
+    if start < 0 or start + count_bytes > raw.shape[0]:
+        raise InvalidMessage("malformed", f"tensor {what!r}: data runs past the end of the payload")
+    return raw[start : start + count_bytes].view(dt)
 
 
 def decode(payload: bytes | bytearray | memoryview, *, max_bytes: int | None = None) -> Envelope:
@@ -191,15 +196,18 @@ def decode(payload: bytes | bytearray | memoryview, *, max_bytes: int | None = N
         raise InvalidMessage("malformed", "header 't' must be a list")
     data_start = _align(_PREFIX.size + header_len)
     tensors: dict[str, Tensor] = {}
+    # One byte array over the payload; every tensor is a slice-and-view of it (no copy,
+    # and cheaper per tensor than a frombuffer call each).
+    raw = np.frombuffer(buf, dtype=np.uint8)
     for entry in entries:
-        tensors_name, tensor = _decode_entry(buf, data_start, entry)
+        tensors_name, tensor = _decode_entry(raw, data_start, entry)
         if tensors_name in tensors:
             raise InvalidMessage("malformed", f"tensor {tensors_name!r} appears twice")
         tensors[tensors_name] = tensor
     return Envelope(meta=header["m"], tensors=tensors)
 
 
-def _decode_entry(buf: memoryview, data_start: int, entry: Any) -> tuple[str, Tensor]:
+def _decode_entry(raw: np.ndarray, data_start: int, entry: Any) -> tuple[str, Tensor]:
     if not isinstance(entry, list) or len(entry) not in (5, 8):
         raise InvalidMessage("malformed", "tensor entry must be a list of 5 or 8 fields")
     name, dtype, shape, offset, nbytes = entry[:5]
@@ -215,9 +223,9 @@ def _decode_entry(buf: memoryview, data_start: int, entry: Any) -> tuple[str, Te
         or nbytes < 0
     ):
         raise InvalidMessage("malformed", f"tensor {name!r}: bad shape, offset or size")
-    values = _view(buf, dtype, nbytes, data_start + offset, f"tensor {name!r}")
+    values = _view(raw, dtype, nbytes, data_start + offset, name)
     if len(entry) == 5:
-        expected = int(np.prod(shape, dtype=np.int64))
+        expected = math.prod(shape)
         if values.size != expected:
             raise InvalidMessage(
                 "malformed", f"tensor {name!r}: {values.size} elements for shape {shape}"
@@ -228,7 +236,7 @@ def _decode_entry(buf: memoryview, data_start: int, entry: Any) -> tuple[str, Te
         raise InvalidMessage("malformed", f"sparse tensor {name!r}: bad index dtype or size")
     if not isinstance(index_offset, int) or not isinstance(index_nbytes, int) or index_nbytes < 0:
         raise InvalidMessage("malformed", f"sparse tensor {name!r}: bad index offset or size")
-    indices = _view(buf, index_dtype, index_nbytes, data_start + index_offset, f"tensor {name!r}")
+    indices = _view(raw, index_dtype, index_nbytes, data_start + index_offset, name)
     if indices.size != values.size:
         raise InvalidMessage(
             "malformed", f"sparse tensor {name!r}: {indices.size} indices, {values.size} values"

@@ -75,6 +75,9 @@ class JobConfig(BaseModel):
     adaptive_training: bool = False
     clock: Literal["wall", "virtual"] = "wall"
     fleet: str | None = None
+    # The parameter count the time model charges for compute and transfers: a small real
+    # model can stand in for a large emulated one (FedScale's clock_factor, made explicit).
+    time_model_params: int | None = Field(None, ge=1)
     t_budget: float = Field(300.0, gt=0)
     budget_recheck_steps: int = Field(5, ge=1)
     ewma_lambda: float = Field(0.7, ge=0, le=1)

@@ -43,6 +43,8 @@ from coordinator.update_check import (
     decode_update,
     write_update,
 )
+from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
+from edge_agent.compression import wire_bytes
 from edge_agent.torch_state import state_to_numpy
 from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.messages import (
@@ -57,6 +59,9 @@ from fedbus_protocol.messages import (
 )
 from fedbus_protocol.params import ParamLayout
 from fedbus_protocol.topics import Topics
+from fleet import Fleet, load_fleet
+from fleet.trace import dynamic_windows
+from fleet.virtual_round import RoundWork, simulate_round
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +158,10 @@ class JobRunner:
         )
         self._registered: set[str] = set()
         self._rng = random.Random(config.seed)
+        self.fleet: Fleet | None = load_fleet(config.fleet) if config.fleet else None
+        if self.fleet is not None and hasattr(self.selector, "set_dynamic_source"):
+            fleet = self.fleet
+            self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         self._stack: UpdateStack | None = None
         self._model_buffer = bytearray()
         # Task ids of the last closed rounds: a straggler's update that arrives after its
@@ -330,10 +339,68 @@ class JobRunner:
             profile = self.registry.profile(agent)
             num_samples = (profile.num_samples if profile else None) or 1
             static = dict(profile.static) if profile else {}
-            self.selector.register_client(
-                agent, ClientProfile(num_samples=num_samples, static=static)
-            )
+            client = ClientProfile(num_samples=num_samples, static=static)
+            if self.fleet is not None:
+                device = self.fleet.by_id(agent)
+                times = simulate_round(
+                    device, self._now(), self._work(None), seed=self.config.seed, round_=0
+                )
+                client = ClientProfile(
+                    num_samples=num_samples,
+                    duration=times.total,
+                    compute_time=times.t_comp,
+                    comm_time=times.t_dl + times.t_ul,
+                    static={**device.static, **static},
+                )
+            self.selector.register_client(agent, client)
             self._registered.add(agent)
+
+    def _eligible(self) -> list[str]:
+        """Online agents that may train now: on the virtual clock, fleet members that are active."""
+        online = self.registry.online()
+        if self.fleet is None or self.virtual_time is None:
+            return online
+        return [a for a in online if a in self._fleet_ids and self._is_active(a, self.virtual_time)]
+
+    @property
+    def _fleet_ids(self) -> set[str]:
+        if self.fleet is None:
+            return set()
+        if not hasattr(self, "_fleet_id_set"):
+            self._fleet_id_set = {p.client_id for p in self.fleet}
+        return self._fleet_id_set
+
+    def _is_active(self, agent: str, t: float) -> bool:
+        return self.fleet is not None and self.fleet.by_id(agent).is_active(t)
+
+    def _work(self, config: TrainConfig | None) -> RoundWork:
+        """What a round costs on the time model (``time_model_params`` stands in for P)."""
+        params = self.config.time_model_params or self.layout.num_params
+        steps = config.local_steps if config else self.config.local_steps
+        keep = config.keep_frac if config else 1.0
+        dtype = np.float16 if self.config.value_dtype == "float16" else np.float32
+        upload = wire_bytes(params, keep, dtype)
+        return RoundWork.dense(params, self.config.batch_size, steps, upload)
+
+    def _virtual_plan(
+        self, round_: int, selected: list[str], configs: dict[str, TrainConfig]
+    ) -> VirtualPlan | None:
+        """Virtual clock: estimate every candidate; non-adaptive rounds keep the K fastest."""
+        if self.fleet is None or self.virtual_time is None:
+            return None
+        start = self.virtual_time
+        estimates = {
+            a: simulate_round(
+                self.fleet.by_id(a),
+                start,
+                self._work(configs[a]),
+                seed=self.config.seed,
+                round_=round_,
+            ).total
+            for a in selected
+        }
+        k = self.config.num_participants if not self.config.adaptive_training else len(selected)
+        return plan_fastest(estimates, start, k, self._is_active)
 
     def _now(self) -> float:
         return self.virtual_time if self.virtual_time is not None else time.time()
@@ -359,6 +426,7 @@ class JobRunner:
             keep_frac=keep_frac,
             value_dtype=c.value_dtype,
             clock=c.clock,
+            time_model_params=c.time_model_params,
         )
 
     async def _send_tasks(
@@ -389,11 +457,11 @@ class JobRunner:
 
     async def _round(self, round_: int) -> None:
         started = time.monotonic()
-        if len(self.registry.online()) < self.config.clients_required:
+        if len(self._eligible()) < self.config.clients_required:
             self._set_phase(JobPhase.WAITING_FOR_AGENTS)
             await self._wait_for_agents()
         self._set_phase(JobPhase.TRAINING)
-        online = self.registry.online()
+        online = self._eligible()
         self._register_new_agents(online)
         selection = self.selector.select_participants(
             self.config.dispatch_count, self._now(), online
@@ -407,22 +475,37 @@ class JobRunner:
             )
             for a in selected
         }
-        await self.events.emit(
-            EventName.ROUND_BEGIN,
-            round_,
-            {"selected": selected, "online": len(online), "selector": selection.info},
-            virtual_time=self.virtual_time,
-        )
+        plan = self._virtual_plan(round_, selected, configs)
+        dispatched = plan.dispatched if plan is not None else selected
+        begin: dict[str, Any] = {
+            "selected": selected,
+            "dispatched": dispatched,
+            "online": len(online),
+            "selector": selection.info,
+            "t_budget": self.selector.t_budget,
+        }
+        if overrides:
+            begin["overrides"] = {
+                a: {"dropout_frac": o.dropout_frac, "local_steps": o.local_steps}
+                for a, o in overrides.items()
+            }
+        if plan is not None:
+            begin["estimates"] = plan.durations
+            begin["inactive"] = plan.inactive
+        await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
         assignments = await self._send_tasks(
-            round_, "train", selected, configs, self.config.round_timeout
+            round_, "train", dispatched, configs, self.config.round_timeout
         )
+        # Virtual clock: everyone dispatched must answer (arrival order means nothing);
+        # wall clock: the first K successful arrivals are the K fastest.
+        target = len(dispatched) if self.virtual_time is not None else self.config.target_updates
         collection = Collection.start(
-            selected,
-            target=self.config.target_updates,
+            dispatched,
+            target=target,
             required=self.config.clients_required,
             deadline=time.monotonic() + self.config.round_timeout,
         )
-        stack = self._stack_for(len(selected))
+        stack = self._stack_for(len(dispatched))
         replies: dict[str, _Reply] = {}
         failures: dict[str, UpdateMeta] = {}
         await self._drain(
@@ -434,58 +517,37 @@ class JobRunner:
             stack=stack,
         )
         self._closed_tasks = {a.task_id for a in assignments.values()}
+        kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
+        ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
+        reason = (
+            collection.reason
+            if ok or collection.phase is Phase.FAILED
+            else (f"{len(kept)} of {self.config.clients_required} required updates were on time")
+        )
         report = RoundReport(
             round=round_,
-            ok=collection.phase is Phase.COMPLETE,
-            reason=collection.reason,
+            ok=ok,
+            reason=reason,
             selected=selected,
-            kept=[],
+            kept=kept if ok else [],
             stragglers=[],
             duration=0.0,
+            virtual_duration=virtual_duration,
         )
-        if report.ok:
-            kept = collection.accepted[: self.config.num_participants]
-            report.kept = kept
-            report.upload_bytes = sum(replies[a].nbytes for a in kept)
-            rows = [replies[a].row for a in kept]
-            weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
-            delta = await asyncio.to_thread(
-                aggregate,
-                self.config.aggregator.name,
-                stack,
-                rows,
-                weights,
-                **self.config.aggregator.knobs,
+        report.extra["failed"] = sorted(failures)
+        report.extra["upload_bytes_all"] = sum(r.nbytes for r in replies.values())
+        if ok:
+            await self._aggregate(round_, report, replies, durations, stack)
+        report.stragglers = [a for a in selected if a not in report.kept]
+        if report.stragglers:
+            self.selector.register_stragglers(
+                report.stragglers,
+                {a: durations.get(a, self.config.round_timeout) for a in report.stragglers},
+                round_,
             )
-            self.global_flat += np.float32(self.config.aggregator.server_lr) * delta
-            self.model_version += 1
-            report.train_loss = float(
-                np.average([replies[a].meta.loss for a in kept], weights=weights)
-            )
-            for agent in kept:
-                meta = replies[agent].meta
-                self.selector.register_feedback(
-                    agent,
-                    meta.utility,
-                    round_,
-                    _duration(meta, replies[agent].received - started),
-                    True,
-                    gradient_utility=meta.grad_norm
-                    * min(meta.num_examples, meta.steps * self.config.batch_size)
-                    / 100.0,
-                    num_samples=float(meta.num_examples),
-                )
-        stragglers = [a for a in selected if a not in report.kept]
-        report.stragglers = stragglers
-        if stragglers:
-            durations = {
-                a: _duration(replies[a].meta, replies[a].received - started)
-                if a in replies
-                else self.config.round_timeout
-                for a in stragglers
-            }
-            self.selector.register_stragglers(stragglers, durations, round_)
         report.duration = time.monotonic() - started
+        if self.virtual_time is not None:
+            self.virtual_time += virtual_duration or 0.0
         if report.ok:
             await self.publish_model()
         if report.ok and self._eval_due(round_):
@@ -503,6 +565,72 @@ class JobRunner:
         name = EventName.ROUND_END if report.ok else EventName.ROUND_FAILED
         await self.events.emit(name, round_, report.as_dict(), virtual_time=self.virtual_time)
         await self.publish_status()
+
+    def _choose_kept(
+        self,
+        collection: Collection,
+        replies: dict[str, _Reply],
+        plan: VirtualPlan | None,
+        started: float,
+    ) -> tuple[list[str], dict[str, float], float | None]:
+        """Which successful updates count, every agent's duration, the virtual round length."""
+        k = self.config.num_participants
+        durations = {a: _duration(r.meta, r.received - started) for a, r in replies.items()}
+        if self.virtual_time is None:
+            return [a for a in collection.accepted if a in replies][:k], durations, None
+        if plan is not None and not self.config.adaptive_training:
+            # Non-adaptive: the K fastest were chosen up front; durations are the estimates.
+            durations = {**plan.durations}
+            kept = [a for a in plan.dispatched if a in replies]
+            return kept, durations, max((durations[a] for a in kept), default=plan.round_duration)
+        # Adaptive: keep the K fastest successful replies still active when they finish.
+        fastest = keep_fastest_replies(
+            {a: durations[a] for a in replies}, self.virtual_time, k, self._is_active
+        )
+        if plan is not None:
+            durations = {**plan.durations, **durations}
+        budget = self.selector.t_budget or self.config.t_budget
+        length = fastest.round_duration if fastest.dispatched else budget
+        return fastest.dispatched, durations, length
+
+    async def _aggregate(
+        self,
+        round_: int,
+        report: RoundReport,
+        replies: dict[str, _Reply],
+        durations: dict[str, float],
+        stack: UpdateStack,
+    ) -> None:
+        kept = report.kept
+        report.upload_bytes = sum(replies[a].nbytes for a in kept)
+        rows = [replies[a].row for a in kept]
+        weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
+        delta = await asyncio.to_thread(
+            aggregate,
+            self.config.aggregator.name,
+            stack,
+            rows,
+            weights,
+            **self.config.aggregator.knobs,
+        )
+        self.global_flat += np.float32(self.config.aggregator.server_lr) * delta
+        self.model_version += 1
+        report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
+        report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
+        report.extra["steps"] = {a: replies[a].meta.steps for a in kept}
+        for agent in kept:
+            meta = replies[agent].meta
+            self.selector.register_feedback(
+                agent,
+                meta.utility,
+                round_,
+                durations[agent],
+                True,
+                gradient_utility=meta.grad_norm
+                * min(meta.num_examples, max(meta.steps, 1) * self.config.batch_size)
+                / 100.0,
+                num_samples=float(meta.num_examples),
+            )
 
     def _eval_due(self, round_: int) -> bool:
         interval = self.config.eval_interval

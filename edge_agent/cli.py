@@ -52,6 +52,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    import torch
+
+    from edge_agent.emulation import Emulator
+    from fleet import load_fleet
+
+    torch.set_num_threads(args.threads or 1)
+    fleet = load_fleet(args.fleet)
+    emulator = Emulator(
+        fleet, _settings(args), count=args.count, offset=args.offset, name=args.name
+    )
+    print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(emulator.run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -70,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     _broker_args(run)
     run.set_defaults(func=cmd_run)
+
+    emulate = sub.add_parser("emulate", help="run N emulated agents of a fleet file in one process")
+    emulate.add_argument("--fleet", required=True, help="fleet file (fedbus-fleet build ...)")
+    emulate.add_argument(
+        "--count", type=int, default=None, help="how many (default: the whole fleet)"
+    )
+    emulate.add_argument("--offset", type=int, default=0, help="first fleet index to emulate")
+    emulate.add_argument(
+        "--name", default="emulator", help="client-id prefix of the model listener"
+    )
+    emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    _broker_args(emulate)
+    emulate.set_defaults(func=cmd_emulate)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

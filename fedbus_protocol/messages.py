@@ -137,6 +137,8 @@ class TrainConfig(BaseModel):
     value_dtype: Literal["float32", "float16"] = "float32"
     # Virtual clock: the agent reports the time model's durations instead of measured ones.
     clock: Literal["wall", "virtual"] = "wall"
+    # Parameter count the time model charges for (a small model standing in for a big one).
+    time_model_params: int | None = None
 
 
 class Task(Message):

@@ -1,0 +1,88 @@
+"""Emulated fleets on the virtual clock, over a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from coordinator.events import read_events
+from coordinator.service import CoordinatorService
+from edge_agent.emulation import Emulator
+from fedbus_protocol import bus
+from fleet import load_fleet, save_fleet
+from fleet.builders import build_synthetic
+from fleet.time_model import round_time
+
+from .conftest import job_config
+
+K = 10
+SEED = 11
+STEPS, BATCH = 5, 16
+
+
+async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    fleet_path = tmp_path / "fleet.json.gz"
+    save_fleet(fleet_path, build_synthetic(50, seed=3, availability="mobile"))
+    fleet = load_fleet(fleet_path)
+    config = job_config(
+        name="virt",
+        data_args={"num_partitions": 50, "alpha": 0.5, "seed": 0},
+        rounds=5,
+        num_participants=K,
+        overcommitment=1.3,
+        clients_required=1,
+        min_agents=50,
+        local_steps=STEPS,
+        batch_size=BATCH,
+        clock="virtual",
+        fleet=str(fleet_path),
+        seed=SEED,
+        eval_interval=5,
+    )
+    emulator = Emulator(fleet, settings, name="emu")
+    ready = asyncio.Event()
+    emu_task = asyncio.create_task(emulator.run(connected=ready))
+    try:
+        async with asyncio.timeout(60):
+            await ready.wait()
+        service = CoordinatorService(settings, runs_dir=tmp_path)
+        service.submit(config)
+        async with asyncio.timeout(120):
+            assert await service.serve(exit_when_idle=True) == {"virt": True}
+    finally:
+        emu_task.cancel()
+        await asyncio.gather(emu_task, return_exceptions=True)
+
+    events = read_events(tmp_path / "virt" / "events.jsonl")
+    begins = {e["round"]: e for e in events if e["event"] == "ROUND_BEGIN"}
+    ends = {e["round"]: e for e in events if e["event"] == "ROUND_END"}
+    assert sorted(ends) == [1, 2, 3, 4, 5]
+    num_params = next(e for e in events if e["event"] == "JOB_BEGIN")["data"]["num_params"]
+    model_bytes = num_params * 4
+    flops = 3.0 * num_params * BATCH * STEPS
+    clock = 0.0
+    for r in range(1, 6):
+        begin, end = begins[r], ends[r]
+        assert begin["virtual_time"] == clock
+        expected: list[tuple[float, str]] = []
+        for agent in begin["data"]["selected"]:
+            profile = fleet.by_id(agent)
+            rng = np.random.default_rng([SEED, r, profile.partition])
+            total = round_time(profile, clock, model_bytes, model_bytes, flops, rng).total
+            if profile.is_active(clock) and profile.is_active(clock + total):
+                expected.append((total, agent))
+        expected.sort()
+        fastest = [a for _, a in expected[:K]]
+        assert begin["data"]["dispatched"] == fastest
+        assert sorted(end["data"]["kept"]) == sorted(fastest)
+        # The round lasts as long as the K-th fastest; the virtual clock advances by it.
+        assert end["data"]["virtual_duration"] == expected[:K][-1][0]
+        clock += end["data"]["virtual_duration"]
+        assert end["virtual_time"] == clock
+        # Everyone sampled but not kept was reported as a straggler.
+        assert set(end["data"]["stragglers"]) == set(begin["data"]["selected"]) - set(fastest)
+    assert len(begins[1]["data"]["selected"]) == 13  # floor(10 * 1.3)

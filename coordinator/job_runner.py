@@ -164,6 +164,7 @@ class JobRunner:
             self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         self._stack: UpdateStack | None = None
         self._model_buffer = bytearray()
+        self._ingest_seconds = 0.0
         # Task ids of the last closed rounds: a straggler's update that arrives after its
         # round closed is expected with over-commitment, and is dropped as late, not hostile.
         self._closed_tasks: set[str] = set()
@@ -462,6 +463,8 @@ class JobRunner:
             await self._wait_for_agents()
         self._set_phase(JobPhase.TRAINING)
         online = self._eligible()
+        t0 = time.perf_counter()
+        self._ingest_seconds = 0.0
         self._register_new_agents(online)
         selection = self.selector.select_participants(
             self.config.dispatch_count, self._now(), online
@@ -493,9 +496,11 @@ class JobRunner:
             begin["estimates"] = plan.durations
             begin["inactive"] = plan.inactive
         await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
+        t1 = time.perf_counter()
         assignments = await self._send_tasks(
             round_, "train", dispatched, configs, self.config.round_timeout
         )
+        t2 = time.perf_counter()
         # Virtual clock: everyone dispatched must answer (arrival order means nothing);
         # wall clock: the first K successful arrivals are the K fastest.
         target = len(dispatched) if self.virtual_time is not None else self.config.target_updates
@@ -536,8 +541,10 @@ class JobRunner:
         )
         report.extra["failed"] = sorted(failures)
         report.extra["upload_bytes_all"] = sum(r.nbytes for r in replies.values())
+        t3 = time.perf_counter()
         if ok:
             await self._aggregate(round_, report, replies, durations, stack)
+        t4 = time.perf_counter()
         report.stragglers = [a for a in selected if a not in report.kept]
         if report.stragglers:
             self.selector.register_stragglers(
@@ -553,8 +560,21 @@ class JobRunner:
         if report.ok and self._eval_due(round_):
             await self._validate(round_, report)
         self.completed_rounds = round_
-        self.history.append(report.as_dict())
+        # Where the coordinator's own time went (training and waiting excluded).
+        timing = {
+            "select_s": t1 - t0,
+            "dispatch_s": t2 - t1,
+            "ingest_s": self._ingest_seconds,
+            "aggregate_s": t4 - t3,
+        }
+        report.extra["timing"] = timing
+        entry = report.as_dict()
+        self.history.append(entry)
+        t5 = time.perf_counter()
         self._checkpoint()
+        timing["checkpoint_s"] = time.perf_counter() - t5
+        timing["overhead_s"] = sum(timing.values())
+        entry["timing"] = timing
         if report.accuracy is not None:
             await self.events.emit(
                 EventName.TEST_RESULT,
@@ -710,6 +730,7 @@ class JobRunner:
                         EventName.AGENT_LOST, self.completed_rounds + 1, {"agent": item.agent}
                     )
                 continue
+            began = time.perf_counter()
             try:
                 if item.kind == "update":
                     await self._take_update(item, collection, assignments, replies, failures, stack)
@@ -725,6 +746,8 @@ class JobRunner:
                     item.agent,
                     exc.detail,
                 )
+            finally:
+                self._ingest_seconds += time.perf_counter() - began
 
     async def _take_update(
         self,

@@ -168,3 +168,14 @@ def test_update_duration(name: str) -> None:
         3.0,
         4.0,
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_selection_info_is_json(name: str) -> None:
+    selector = make(name)
+    register_fleet(selector, make_fleet(30, seed=1))
+    for r in range(1, 6):
+        selection = selector.select_participants(5, float(r), make_fleet(30, 1).ids)
+        assert json.loads(json.dumps(selection.info)) == selection.info
+        for client_id in selection.clients:
+            selector.register_feedback(client_id, 2.0, r, 1.0, True)

@@ -168,6 +168,7 @@ class JobRunner:
         # Task ids of the last closed rounds: a straggler's update that arrives after its
         # round closed is expected with over-commitment, and is dropped as late, not hostile.
         self._closed_tasks: set[str] = set()
+        self._recent_closed: list[set[str]] = []
         self.late_updates = 0
         self.layout: ParamLayout
         self.global_flat: np.ndarray
@@ -188,6 +189,7 @@ class JobRunner:
             last_loss=self.last_loss,
             virtual_time=self.virtual_time,
             rejected=dict(self.rejected),
+            late=self.late_updates,
             ts=time.time(),
         )
         await self._publish(self.topics.job_status(self.job), encode_json(status), 1, True)
@@ -412,7 +414,7 @@ class JobRunner:
             model=c.model,
             data=c.data,
             data_args=c.data_args,
-            local_steps=local_steps or c.local_steps,
+            local_steps=c.local_steps if local_steps is None else local_steps,
             batch_size=c.batch_size,
             learning_rate=c.learning_rate,
             momentum=c.momentum,
@@ -521,7 +523,7 @@ class JobRunner:
             failures=failures,
             stack=stack,
         )
-        self._closed_tasks = {a.task_id for a in assignments.values()}
+        self._remember_closed(assignments)
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -585,6 +587,12 @@ class JobRunner:
         name = EventName.ROUND_END if report.ok else EventName.ROUND_FAILED
         await self.events.emit(name, round_, report.as_dict(), virtual_time=self.virtual_time)
         await self.publish_status()
+
+    def _remember_closed(self, assignments: dict[str, Assignment]) -> None:
+        """Task ids of the last few closed rounds, so late answers are told from forgeries."""
+        self._recent_closed.append({a.task_id for a in assignments.values()})
+        del self._recent_closed[:-3]
+        self._closed_tasks = set().union(*self._recent_closed)
 
     def _choose_kept(
         self,
@@ -685,6 +693,7 @@ class JobRunner:
         await self._drain(
             until=None, collection=collection, assignments=assignments, results=results
         )
+        self._remember_closed(assignments)
         answered = [r for r in results.values() if r.num_examples > 0]
         if answered:
             weights = [r.num_examples for r in answered]
@@ -767,6 +776,9 @@ class JobRunner:
             self.late_updates += 1
             log.info("job %s: late update from %s for round %d", self.job, item.agent, meta.round)
             return
+        if collection is not None and item.agent in collection.lost:
+            self.late_updates += 1  # it was given up for lost (it went offline) and came back
+            return
         if replies is None or failures is None or stack is None or collection is None:
             raise Rejected(
                 "stale", f"update for round {meta.round} arrived outside a training round"
@@ -806,6 +818,12 @@ class JobRunner:
         results: dict[str, ResultMeta] | None,
     ) -> None:
         meta = decode_result(item.payload, 1 << 20)
+        if meta.task_id in self._closed_tasks and meta.agent == item.agent:
+            self.late_updates += 1
+            return
+        if collection is not None and item.agent in collection.lost:
+            self.late_updates += 1  # it was given up for lost (it went offline) and came back
+            return
         if results is None or collection is None:
             raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
         check_header(
@@ -819,6 +837,9 @@ class JobRunner:
             assignment=assignments.get(item.agent),
             already_received=item.agent in results or item.agent not in collection.pending,
         )
+        if not meta.success:
+            collection.lose(item.agent, time.monotonic())
+            return
         results[item.agent] = meta
         collection.accept(item.agent, time.monotonic())
 

@@ -134,15 +134,7 @@ class CoordinatorService:
         return self.results
 
     async def _connection(self) -> None:
-        delays = bus.backoff_delays()
-        while True:
-            try:
-                await self._session()
-            except bus.MqttError as exc:
-                self._connected.clear()
-                delay = next(delays)
-                log.warning("coordinator: connection lost (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        await bus.run_with_reconnect(self._session, "coordinator", self._connected.clear)
 
     async def _session(self) -> None:
         client = bus.make_client(
@@ -154,8 +146,8 @@ class CoordinatorService:
         async with client:
             self._client = client
             await client.subscribe(self.topics.all_agent_status(), qos=1)
-            await client.subscribe(f"{self.topics.prefix}/jobs/+/updates/+", qos=1)
-            await client.subscribe(f"{self.topics.prefix}/jobs/+/results/+", qos=1)
+            await client.subscribe(self.topics.all_job_updates(), qos=1)
+            await client.subscribe(self.topics.all_job_results(), qos=1)
             if self.accept_submissions:
                 await client.subscribe(self.topics.job_submit(), qos=1)
             await client.publish(

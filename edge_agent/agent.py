@@ -98,17 +98,7 @@ class EdgeAgent:
 
     async def run(self) -> None:
         """Serve until cancelled, reconnecting with backoff when the broker goes away."""
-        delays = bus.backoff_delays()
-        while True:
-            try:
-                await self._session()
-            except bus.MqttError as exc:
-                self.connected.clear()
-                delay = next(delays)
-                log.warning(
-                    "agent %s: connection lost (%s); retrying in %.1fs", self.agent_id, exc, delay
-                )
-                await asyncio.sleep(delay)
+        await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self.connected.clear)
 
     async def _session(self) -> None:
         client = bus.make_client(
@@ -247,16 +237,19 @@ def build_update(
     value_dtype = np.float16 if task.config.value_dtype == "float16" else np.float32
     tensors: dict[str, Tensor] = {}
     encoding = "none"
+    # The norm of what is uploaded (the top-k part when sparse), PyramidFL's gradient size.
+    grad_norm = 0.0
     if outcome.success:
         if outcome.keep_frac < 1.0:
             sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
             tensors["delta"] = SparseTensor(sparse.size, sparse.indices, sparse.values)
+            grad_norm = float(np.linalg.norm(sparse.values.astype(np.float32)))
             encoding = "sparse"
         else:
             delta = outcome.delta.astype(value_dtype, copy=False)
             tensors = dict(model.layout.unflatten(delta))
+            grad_norm = float(np.linalg.norm(outcome.delta))
             encoding = "dense"
-    grad_norm = float(np.linalg.norm(outcome.delta)) if outcome.success else 0.0
     meta = UpdateMeta(
         job=task.job,
         round=task.round,

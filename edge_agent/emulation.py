@@ -148,23 +148,19 @@ class ModelListener:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        delays = bus.backoff_delays()
-        while True:
-            try:
-                async with bus.make_client(self.broker, self.client_id) as client:
-                    await client.subscribe(self.topics.all_job_models(), qos=1)
-                    self.connected.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            try:
-                                await self.models.offer(payload)
-                            except FedbusProtocolError as exc:
-                                log.warning("model listener: dropped model: %s", exc)
-            except bus.MqttError as exc:
-                self.connected.clear()
-                await asyncio.sleep(next(delays))
-                log.warning("model listener: reconnecting after %s", exc)
+        await bus.run_with_reconnect(self._session, "model listener", self.connected.clear)
+
+    async def _session(self) -> None:
+        async with bus.make_client(self.broker, self.client_id) as client:
+            await client.subscribe(self.topics.all_job_models(), qos=1)
+            self.connected.set()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    try:
+                        await self.models.offer(payload)
+                    except FedbusProtocolError as exc:
+                        log.warning("model listener: dropped model: %s", exc)
 
 
 class Emulator:

@@ -8,13 +8,19 @@ while one side is away are kept by the broker and delivered when it returns.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
 
 MqttError = aiomqtt.MqttError
 Message = aiomqtt.Message
@@ -80,10 +86,43 @@ def make_client(
     )
 
 
-def backoff_delays(base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None):
-    """Exponential backoff with full jitter: reconnecting fleets do not stampede the broker."""
-    rng = rng or random.Random()
-    attempt = 0
+class Backoff:
+    """Exponential backoff with full jitter, so a reconnecting fleet does not stampede the
+    broker; a connection that stayed up for ``reset_after`` seconds starts the series over."""
+
+    def __init__(
+        self,
+        base: float = 0.2,
+        cap: float = 10.0,
+        reset_after: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base, self.cap, self.reset_after = base, cap, reset_after
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next_delay(self, connected_for: float) -> float:
+        if connected_for >= self.reset_after:
+            self.attempt = 0
+        delay = self.rng.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+
+async def run_with_reconnect(
+    session: Callable[[], Awaitable[None]],
+    name: str,
+    on_lost: Callable[[], None] | None = None,
+) -> None:
+    """Run ``session`` forever, reconnecting with :class:`Backoff` when the broker goes away."""
+    backoff = Backoff()
     while True:
-        yield rng.uniform(0, min(cap, base * 2**attempt))
-        attempt += 1
+        began = time.monotonic()
+        try:
+            await session()
+        except MqttError as exc:
+            if on_lost is not None:
+                on_lost()
+            delay = backoff.next_delay(time.monotonic() - began)
+            log.warning("%s: connection lost (%s); retrying in %.1fs", name, exc, delay)
+            await asyncio.sleep(delay)

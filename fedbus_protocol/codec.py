@@ -149,10 +149,14 @@ def encode(
     _PREFIX.pack_into(out, 0, MAGIC, len(header))
     out[_PREFIX.size : _PREFIX.size + len(header)] = header
     view = memoryview(out)
+    written = data_start
     for off, array in sources:
+        start = data_start + off
+        if into is not None and start > written:
+            view[written:start] = bytes(start - written)  # a reused buffer's old bytes
         if array.nbytes:
-            start = data_start + off
             view[start : start + array.nbytes] = array.reshape(-1).view(np.uint8)
+        written = start + array.nbytes
     return out
 
 

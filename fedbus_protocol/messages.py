@@ -82,6 +82,7 @@ class JobStatus(Message):
     last_loss: float | None = None
     virtual_time: float | None = None
     rejected: dict[str, int] = Field(default_factory=dict)
+    late: int = 0  # answers that came after their round closed (expected with over-commitment)
     ts: float = 0.0
 
 
@@ -205,8 +206,17 @@ class ResultMeta(Message):
     reason: str = ""
     num_examples: int = Field(0, ge=0)
     loss: float = 0.0
-    accuracy: float = 0.0
+    accuracy: float = Field(0.0, ge=0.0, le=1.0)
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    _check = field_validator("loss", "accuracy")(_finite)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        for v in value.values():
+            _finite(v)
+        return value
 
 
 # ---------------------------------------------------------------- encoding

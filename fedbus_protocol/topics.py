@@ -13,8 +13,8 @@ Layout (prefix defaults to ``fedbus``)::
     {p}/jobs/{job}/status             retained JSON
     {p}/jobs/{job}/events             JSON events
 
-Ids (agents, jobs) may not contain the MQTT separators and wildcards ``/ + #``, may not
-be empty, and are limited to printable ASCII so any client can type them.
+Ids (agents, jobs) are 1-128 characters of ``A-Z a-z 0-9 _ . : @ = -``: never the MQTT
+separators and wildcards ``/ + #``, and easy to type in any client.
 """
 
 from __future__ import annotations
@@ -106,6 +106,12 @@ class Topics:
 
     def all_job_models(self) -> str:
         return f"{self.prefix}/jobs/+/model"
+
+    def all_job_updates(self) -> str:
+        return f"{self.prefix}/jobs/+/updates/+"
+
+    def all_job_results(self) -> str:
+        return f"{self.prefix}/jobs/+/results/+"
 
     def job_updates(self, job: str) -> str:
         return f"{self.prefix}/jobs/{check_id(job, 'job id')}/updates/+"

@@ -15,7 +15,9 @@ Shared behaviour decided here, once for every policy:
   and the RNG are left untouched;
 - a selection never holds more than ``num`` ids, never an id outside online ∩ registered,
   and no id twice;
-- bad input raises a :mod:`client_selectors.errors` exception and changes nothing.
+- bad input raises a :mod:`client_selectors.errors` exception and changes nothing;
+- a selector is not thread-safe: call it from one thread at a time (running a call in a
+  worker thread, off the event loop, is fine).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ no model and a restored selector reproduces the same selections.
 
 Feedback: u_new = reward if success else 0; stored utility is the EMA
 u <- α·u_new + (1 − α)·u (``ema_alpha``, on, §0); the first feedback initialises u.
-Stragglers get u_new = 0 and success 0. The pacer moves ``t_budget`` (seconds) with the
+Stragglers get u_new = 0 and success 0. Rounds (for h's "rounds since" feature) are this
+selector's own call counter; the caller's ``time_stamp`` is not needed. The pacer moves ``t_budget`` (seconds) with the
 average utility of the previous picks that succeeded; selection itself has no system
 penalty, t_budget matters only for adaptive training.
 

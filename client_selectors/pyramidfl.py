@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from client_selectors.base import ClientId, ClientOverride, ClientProfile, check_duration
 from client_selectors.oort import OORT_COLUMNS, OortKnobs, OortSelector
@@ -43,11 +43,13 @@ class PyramidFLKnobs(OortKnobs):
     dropout_low: float = Field(0.1, ge=0.0, lt=1.0)
     dropout_high: float = Field(0.6, ge=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _dropout_order(self) -> PyramidFLKnobs:
-        if self.dropout_high < self.dropout_low:
-            raise ValueError("dropout_high must be >= dropout_low")
-        return self
+    @field_validator("dropout_high")
+    @classmethod
+    def _dropout_order(cls, high: float, info: ValidationInfo) -> float:
+        low = info.data.get("dropout_low")
+        if low is not None and high < low:
+            raise ValueError(f"must be >= dropout_low ({low})")
+        return high
 
 
 PYRAMIDFL_COLUMNS: dict[str, Column] = {**OORT_COLUMNS, "gradient": Column("float64")}

@@ -44,7 +44,7 @@ from coordinator.update_check import (
     write_update,
 )
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
-from edge_agent.compression import wire_bytes
+from edge_agent.compression import upload_bytes
 from edge_agent.torch_state import state_to_numpy
 from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.messages import (
@@ -382,7 +382,7 @@ class JobRunner:
         steps = config.local_steps if config else self.config.local_steps
         keep = config.keep_frac if config else 1.0
         dtype = np.float16 if self.config.value_dtype == "float16" else np.float32
-        upload = wire_bytes(params, keep, dtype)
+        upload = upload_bytes(params, keep, dtype)
         return RoundWork.dense(params, self.config.batch_size, steps, upload)
 
     def _virtual_plan(
@@ -542,6 +542,9 @@ class JobRunner:
             virtual_duration=virtual_duration,
         )
         report.extra["failed"] = sorted(failures)
+        report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
+        report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
+        report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}
         report.extra["upload_bytes_all"] = sum(r.nbytes for r in replies.values())
         t3 = time.perf_counter()
         if ok:

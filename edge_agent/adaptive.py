@@ -34,6 +34,8 @@ def knobs_of(config: TrainConfig) -> BudgetKnobs:
         ewma_lambda=config.ewma_lambda,
         min_payload_frac=config.min_payload_frac,
         run_phase_2=config.run_phase_2,
+        # PyramidFL's cap: idle time may buy at most 10x the job's local steps.
+        max_steps=max(1, 10 * config.local_steps),
     )
 
 

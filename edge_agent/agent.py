@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.compression import sparsify
+from edge_agent.compression import effective_keep, sparsify
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.trainer import LocalTrainer, TrainOutcome
 from fedbus_protocol import bus
@@ -240,6 +240,7 @@ def build_update(
     # The norm of what is uploaded (the top-k part when sparse), PyramidFL's gradient size.
     grad_norm = 0.0
     if outcome.success:
+        outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
         if outcome.keep_frac < 1.0:
             sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
             tensors["delta"] = SparseTensor(sparse.size, sparse.indices, sparse.values)

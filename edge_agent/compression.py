@@ -98,6 +98,25 @@ def wire_bytes(num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = n
     return k * (index_dtype(num_params).itemsize + value_size)
 
 
+def effective_keep(
+    num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = np.float32
+) -> float:
+    """``keep_frac``, or 1.0 when the sparse payload would be no smaller than the dense one.
+
+    Indices cost as much as values (int32 + float32), so below keep 1 a sparse update only
+    pays off under keep 0.5: above that the dense delta says more for fewer bytes.
+    """
+    if is_dense(keep_frac):
+        return 1.0
+    dense = num_params * _value_dtype(value_dtype).itemsize
+    return 1.0 if wire_bytes(num_params, keep_frac, value_dtype) >= dense else keep_frac
+
+
+def upload_bytes(num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = np.float32) -> int:
+    """Bytes actually sent at ``keep_frac``: the cheaper of sparse and dense."""
+    return wire_bytes(num_params, effective_keep(num_params, keep_frac, value_dtype), value_dtype)
+
+
 def topk_indices(delta: np.ndarray, keep_frac: float) -> np.ndarray:
     """Ascending indices of the k largest ``|delta|`` entries (ties: lowest index first).
 

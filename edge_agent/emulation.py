@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.agent import AgentIdentity, EdgeAgent, UpdatePlan
-from edge_agent.compression import wire_bytes
+from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.trainer import LocalTrainer, TrainOutcome, TrainSession
 from fedbus_protocol import bus
@@ -72,7 +72,7 @@ class VirtualTraining:
                 params,
                 config.batch_size,
                 config.local_steps,
-                wire_bytes(params, config.keep_frac, value_dtype),
+                upload_bytes(params, config.keep_frac, value_dtype),
             )
             times = simulate_round(profile, start, work, seed=config.seed, round_=task.round)
             return UpdatePlan(
@@ -105,7 +105,7 @@ class VirtualTraining:
         cost = StepCost(
             steps=charge,
             upload=lambda keep: upload_seconds(
-                profile, clock["t"], wire_bytes(params, keep, value_dtype)
+                profile, clock["t"], upload_bytes(params, keep, value_dtype)
             ),
             step_estimate=step_seconds(profile, clock["t"], flops_per_step, noise),
             charge_measurement=False,  # a simulated device's measurement is not on its clock
@@ -120,7 +120,9 @@ class VirtualTraining:
         )
         t_comp = clock["t"] - (start + t_dl)
         t_ul = (
-            upload_seconds(profile, clock["t"], wire_bytes(params, outcome.keep_frac, value_dtype))
+            upload_seconds(
+                profile, clock["t"], upload_bytes(params, outcome.keep_frac, value_dtype)
+            )
             if outcome.success
             else 0.0
         )

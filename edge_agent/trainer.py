@@ -225,7 +225,11 @@ class TrainSession:
     def outcome(self, compute_seconds: float) -> TrainOutcome:
         delta = self.delta()
         trained = self.samples
-        utility = self.utility.utility(self.data.num_train, self.steps, self.config.batch_size)
+        utility = (
+            self.utility.utility(self.data.num_train, self.steps, self.config.batch_size)
+            if self.steps > 0
+            else 0.0
+        )
         loss = self.loss_sum / trained if trained else 0.0
         if self.success and not (math.isfinite(loss) and np.isfinite(delta).all()):
             self.success, self.reason = False, "training diverged (non-finite loss or weights)"

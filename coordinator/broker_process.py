@@ -1,12 +1,15 @@
 """Start and stop a local mosquitto from the repo's ``mosquitto.conf`` (demo and tests).
 
-The shipped config is copied with only the dev listener's port and the persistence
-directory rewritten, so a run never collides with a broker already on 1883 and every
-test gets its own state.
+The shipped config is copied with the dev listener's port and the persistence directory
+rewritten, so a run never collides with a broker already on 1883 and every test gets its
+own state. The secure listener (``listener 1884``) moves to a free loopback port too, and
+relative file paths (password file, ACL, certificates) are made absolute against the
+repository root, because mosquitto resolves them against its working directory.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -16,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
+SECURE_LISTENER = 1884  # the port of the shipped secure (password + ACL) listener
+_PATH_OPTIONS = (
+    "password_file|acl_file|psk_file|cafile|capath|certfile|keyfile|crlfile|dhparamfile|include_dir"
+)
 
 
 class BrokerError(RuntimeError):
@@ -39,9 +46,35 @@ def find_mosquitto() -> str:
     raise BrokerError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto)")
 
 
-def render_config(base: str, port: int, data_dir: Path, extra: str = "") -> str:
+def render_config(
+    base: str,
+    port: int,
+    data_dir: Path,
+    extra: str = "",
+    *,
+    secure_port: int | None = None,
+    password_file: Path | None = None,
+    base_dir: Path = REPO_CONF.parent,
+) -> str:
+    """The shipped config with the launcher's ports and paths; ``extra`` is appended.
+
+    ``secure_port`` moves the secure listener to that loopback port (None leaves it as
+    shipped); ``password_file`` replaces the file it names; other relative file paths are
+    resolved against ``base_dir``.
+    """
     text = re.sub(r"(?m)^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", base)
     text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", text)
+    if secure_port is not None:
+        text = re.sub(
+            rf"(?m)^listener {SECURE_LISTENER}$", f"listener {secure_port} 127.0.0.1", text
+        )
+    if password_file is not None:
+        text = re.sub(r"(?m)^password_file .*$", f"password_file {password_file}", text)
+
+    def absolute(match: re.Match[str]) -> str:
+        return f"{match[1]} {(base_dir / match[2]).resolve()}"
+
+    text = re.sub(rf"(?m)^({_PATH_OPTIONS}) +([^/\s]\S*)$", absolute, text)
     return text + ("\n" + extra if extra else "")
 
 
@@ -51,18 +84,44 @@ class BrokerProcess:
     directory: Path
     conf_path: Path
     process: subprocess.Popen[bytes] | None = None
+    secure_port: int | None = None  # the secure listener's port (password + ACL)
 
     @classmethod
     def create(
-        cls, directory: Path, port: int | None = None, extra_conf: str = ""
+        cls,
+        directory: Path,
+        port: int | None = None,
+        extra_conf: str = "",
+        *,
+        secure_port: int | None = None,
+        password_file: Path | None = None,
     ) -> BrokerProcess:
+        """``password_file`` replaces the shipped (empty) one of the secure listener."""
         directory.mkdir(parents=True, exist_ok=True)
         data = directory / "data"
         data.mkdir(exist_ok=True)
         port = port or free_port()
+        base = REPO_CONF.read_text()
+        if re.search(rf"(?m)^listener {SECURE_LISTENER}$", base) is None:
+            secure_port = None
+        else:
+            while secure_port is None or secure_port == port:
+                secure_port = free_port()
+        text = render_config(
+            base,
+            port,
+            data,
+            extra_conf,
+            secure_port=secure_port,
+            password_file=password_file.resolve() if password_file else None,
+        )
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to user "mosquitto", which cannot read a
+            # password file or write persistence under a private (0700) directory.
+            text = "user root\n" + text
         conf = directory / "mosquitto.conf"
-        conf.write_text(render_config(REPO_CONF.read_text(), port, data, extra_conf))
-        return cls(port, directory, conf)
+        conf.write_text(text)
+        return cls(port, directory, conf, secure_port=secure_port)
 
     def start(self, timeout: float = 10.0) -> None:
         log = (self.directory / "mosquitto.log").open("ab")
@@ -76,8 +135,11 @@ class BrokerProcess:
                     f"mosquitto exited with {self.process.returncode}; see {self.directory / 'mosquitto.log'}"
                 )
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                for port in (self.port, self.secure_port):
+                    if port is not None:
+                        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                            pass
+                return
             except OSError:
                 time.sleep(0.05)
         self.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from coordinator import credentials
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("job")
     _broker_args(submit)
     submit.set_defaults(func=cmd_submit)
+
+    credentials.configure(sub.add_parser("credentials", help="users of the broker's secure listener"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

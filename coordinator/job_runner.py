@@ -441,6 +441,7 @@ class JobRunner:
         timeout: float,
     ) -> dict[str, Assignment]:
         assignments: dict[str, Assignment] = {}
+        payloads: list[tuple[str, bytearray]] = []
         deadline = time.time() + timeout
         for agent in agents:
             task = Task(
@@ -455,7 +456,9 @@ class JobRunner:
                 issued_at=time.time(),
             )
             assignments[agent] = Assignment(agent, task.task_id, round_, self.model_version)
-            await self._publish(self.topics.agent_tasks(agent), encode_envelope(task), 1, False)
+            payloads.append((self.topics.agent_tasks(agent), encode_envelope(task)))
+        # All in flight at once: one PUBACK round trip for the batch, not one per agent.
+        await asyncio.gather(*(self._publish(topic, p, 1, False) for topic, p in payloads))
         return assignments
 
     async def _round(self, round_: int) -> None:

@@ -164,6 +164,7 @@ class JobRunner:
             self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         self._stack: UpdateStack | None = None
         self._model_buffer = bytearray()
+        self._delta_buffer: np.ndarray | None = None
         self._ingest_seconds = 0.0
         # Task ids of the last closed rounds: a straggler's update that arrives after its
         # round closed is expected with over-commitment, and is dropped as late, not hostile.
@@ -639,15 +640,21 @@ class JobRunner:
         report.upload_bytes = sum(replies[a].nbytes for a in kept)
         rows = [replies[a].row for a in kept]
         weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
+        if self._delta_buffer is None or self._delta_buffer.shape != self.global_flat.shape:
+            self._delta_buffer = np.empty_like(self.global_flat)
+        # Into a reused buffer: a fresh 47 MB result costs as much as the FedAvg itself.
         delta = await asyncio.to_thread(
             aggregate,
             self.config.aggregator.name,
             stack,
             rows,
             weights,
+            out=self._delta_buffer,
             **self.config.aggregator.knobs,
         )
-        self.global_flat += np.float32(self.config.aggregator.server_lr) * delta
+        if self.config.aggregator.server_lr != 1.0:
+            delta *= np.float32(self.config.aggregator.server_lr)
+        self.global_flat += delta
         self.model_version += 1
         report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
         report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
@@ -675,6 +682,7 @@ class JobRunner:
             self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
         elif self._stack.capacity < rows:
             self._stack.grow(rows)
+        self._stack.reset()  # rows of earlier rounds may not be aggregated by mistake
         return self._stack
 
     async def _validate(self, round_: int, report: RoundReport) -> None:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -46,7 +46,9 @@ from coordinator.update_check import (
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from edge_agent.compression import upload_bytes
 from edge_agent.torch_state import state_to_numpy
+from fedbus_protocol import chunking
 from fedbus_protocol.entry_points import resolve
+from fedbus_protocol.errors import InvalidMessage
 from fedbus_protocol.messages import (
     JobStatus,
     ModelMeta,
@@ -79,7 +81,17 @@ class Inbound:
     received: float = 0.0
 
 
-Publish = Callable[[str, bytes | bytearray, int, bool], Awaitable[None]]
+class Publish(Protocol):
+    """The service's publish: chunks payloads above its chunk size (to ``chunk_topic``)."""
+
+    def __call__(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        qos: int,
+        retain: bool,
+        chunk_topic: Callable[[int], str] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 @dataclass
@@ -165,6 +177,12 @@ class JobRunner:
         self._stack: UpdateStack | None = None
         self._model_buffer = bytearray()
         self._delta_buffer: np.ndarray | None = None
+        # Chunked updates: at most two in-flight rounds' worth of unfinished transfers.
+        self._chunks = chunking.Reassembler(
+            max_bytes=config.max_update_bytes,
+            max_pending_bytes=2 * config.dispatch_count * config.max_update_bytes,
+            timeout=config.round_timeout,
+        )
         self._ingest_seconds = 0.0
         # Task ids of the last closed rounds: a straggler's update that arrives after its
         # round closed is expected with over-commitment, and is dropped as late, not hostile.
@@ -208,7 +226,13 @@ class JobRunner:
             meta, self.layout.unflatten(self.global_flat), into=self._model_buffer
         )
         self._model_buffer = bytearray()
-        await self._publish(self.topics.job_model(self.job), payload, 1, True)
+        await self._publish(
+            self.topics.job_model(self.job),
+            payload,
+            1,
+            True,
+            lambda index: self.topics.job_model_chunk(self.job, index),
+        )
         self._model_buffer = payload
 
     def _set_phase(self, phase: JobPhase) -> None:
@@ -782,6 +806,14 @@ class JobRunner:
         stack: UpdateStack | None,
     ) -> None:
         max_bytes = self.config.max_update_bytes
+        if chunking.is_chunk(item.payload):
+            try:
+                whole = self._chunks.offer(item.agent, item.payload, time.monotonic())
+            except InvalidMessage as exc:
+                raise Rejected(exc.reason, exc.detail) from exc
+            if whole is None:
+                return
+            item = Inbound(item.kind, item.agent, whole, item.received)
         if len(item.payload) > INLINE_DECODE_BYTES:
             meta, tensors = await asyncio.to_thread(decode_update, item.payload, max_bytes)
         else:

@@ -60,13 +60,29 @@ class CoordinatorService:
         self._group: asyncio.TaskGroup | None = None
 
     # -- publishing for runners -----------------------------------------------------
-    async def publish(self, topic: str, payload: bytes | bytearray, qos: int, retain: bool) -> None:
-        """Publish, waiting out a reconnect instead of failing the job."""
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        qos: int,
+        retain: bool,
+        chunk_topic: Callable[[int], str] | None = None,
+    ) -> None:
+        """Publish (as chunks when large), waiting out a reconnect instead of failing the job."""
         while True:
             await self._connected.wait()
             assert self._client is not None
             try:
-                await self._client.publish(topic, payload, qos=qos, retain=retain)
+                await bus.publish_large(
+                    self._client,
+                    topic,
+                    payload,
+                    transfer=f"c{time.monotonic_ns():x}",
+                    chunk_size=self.broker.chunk_size,
+                    qos=qos,
+                    retain=retain,
+                    chunk_topic=chunk_topic,
+                )
                 return
             except bus.MqttError as exc:
                 log.warning("publish to %s failed (%s); waiting for the connection", topic, exc)

@@ -142,8 +142,8 @@ class EdgeAgent:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 raise FedbusProtocolError("payload is not bytes")
-            if parsed.kind is TopicKind.JOB_MODEL:
-                await self.models.offer(payload)
+            if parsed.kind in (TopicKind.JOB_MODEL, TopicKind.JOB_MODEL_CHUNK):
+                await self.models.offer(payload, key=parsed.job or "")
             elif parsed.kind is TopicKind.AGENT_TASKS:
                 task, _ = decode_envelope(Task, payload)
                 self._queue.put_nowait(task)
@@ -208,7 +208,13 @@ class EdgeAgent:
         meta, tensors = build_update(task, self.agent_id, plan, model)
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
-            await client.publish(self.topics.job_update(task.job, self.agent_id), payload, qos=1)
+            await bus.publish_large(
+                client,
+                self.topics.job_update(task.job, self.agent_id),
+                payload,
+                transfer=task.task_id,
+                chunk_size=self.broker.chunk_size,
+            )
         except BaseException:
             # paho may still hold the payload to resend after a reconnect: never reuse it.
             self._buffer = bytearray()

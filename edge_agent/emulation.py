@@ -160,7 +160,7 @@ class ModelListener:
                 payload = message.payload
                 if isinstance(payload, bytes | bytearray):
                     try:
-                        await self.models.offer(payload)
+                        await self.models.offer(payload, key=str(message.topic).split("/model")[0])
                     except FedbusProtocolError as exc:
                         log.warning("model listener: dropped model: %s", exc)
 

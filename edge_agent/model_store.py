@@ -7,10 +7,12 @@ a model version costs one decode and one copy in memory, whatever the agent coun
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from fedbus_protocol import chunking
 from fedbus_protocol.messages import ModelMeta, decode_envelope
 from fedbus_protocol.params import ParamLayout
 
@@ -24,9 +26,13 @@ class GlobalModel:
 
 
 class ModelStore:
-    def __init__(self) -> None:
+    def __init__(self, max_model_bytes: int = 1 << 30) -> None:
         self._models: dict[str, GlobalModel] = {}
         self._changed = asyncio.Condition()
+        # Large models arrive as retained chunks; a late subscriber gets them all at once.
+        self._chunks = chunking.Reassembler(
+            max_bytes=max_model_bytes, max_pending_bytes=2 * max_model_bytes, timeout=600.0
+        )
 
     def latest(self, job: str) -> GlobalModel | None:
         return self._models.get(job)
@@ -35,8 +41,15 @@ class ModelStore:
         model = self._models.get(job)
         return model is not None and model.version >= version
 
-    async def offer(self, payload: bytes) -> GlobalModel | None:
-        """Decode a model payload unless this version (or a newer one) is already held."""
+    async def offer(self, payload: bytes | bytearray, key: str = "") -> GlobalModel | None:
+        """Decode a model payload (or a chunk of one) unless this version is already held."""
+        if not payload:
+            return None  # a cleared retained message
+        if chunking.is_chunk(payload):
+            whole = self._chunks.offer(key, payload, time.monotonic())
+            if whole is None:
+                return None
+            payload = whole
         meta, tensors = decode_envelope(ModelMeta, payload)
         current = self._models.get(meta.job)
         if current is not None and current.version >= meta.version:

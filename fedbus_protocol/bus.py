@@ -20,6 +20,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fedbus_protocol import chunking
+from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
+
 log = logging.getLogger(__name__)
 
 MqttError = aiomqtt.MqttError
@@ -40,6 +43,8 @@ class BrokerSettings:
     # paho keeps at most this many QoS>0 messages in flight per client; fan-out of tasks
     # to hundreds of agents would otherwise queue behind the default of 20.
     max_inflight: int = 1000
+    # Payloads above this travel as chunks (fedbus_protocol.chunking).
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
 def parse_broker(spec: str, default_port: int = 1883) -> tuple[str, int]:
@@ -126,3 +131,45 @@ async def run_with_reconnect(
             delay = backoff.next_delay(time.monotonic() - began)
             log.warning("%s: connection lost (%s); retrying in %.1fs", name, exc, delay)
             await asyncio.sleep(delay)
+
+
+# Chunks in flight at once per large publish: enough to keep the socket and the broker's
+# store-and-forward busy, few enough to bound the copies held in paho's queue.
+CHUNK_WINDOW = 4
+
+
+async def publish_large(
+    client: aiomqtt.Client,
+    topic: str,
+    payload: bytes | bytearray,
+    *,
+    transfer: str,
+    chunk_size: int,
+    qos: int = 1,
+    retain: bool = False,
+    chunk_topic: Callable[[int], str] | None = None,
+) -> int:
+    """Publish ``payload`` whole, or as chunks when it exceeds ``chunk_size``.
+
+    Chunks go to ``topic`` in order (QoS 1 keeps one publisher's order on a topic), or to
+    ``chunk_topic(index)`` (retained models: one retained message per chunk topic).
+    Returns the number of messages sent.
+    """
+    if len(payload) <= chunk_size:
+        await client.publish(topic, payload, qos=qos, retain=retain)
+        return 1
+    window = asyncio.Semaphore(CHUNK_WINDOW)
+
+    async def send(index: int, chunk: bytearray) -> None:
+        try:
+            target = chunk_topic(index) if chunk_topic is not None else topic
+            await client.publish(target, chunk, qos=qos, retain=retain)
+        finally:
+            window.release()
+
+    sends = []
+    for index, chunk in enumerate(chunking.split(payload, transfer, chunk_size)):
+        await window.acquire()
+        sends.append(asyncio.ensure_future(send(index, chunk)))
+    await asyncio.gather(*sends)
+    return len(sends)

@@ -8,6 +8,7 @@ Layout (prefix defaults to ``fedbus``)::
     {p}/agents/{agent}/telemetry      JSON, QoS 0
     {p}/agents/{agent}/tasks          msgpack tasks, QoS 1
     {p}/jobs/{job}/model              retained msgpack global model, QoS 1
+    {p}/jobs/{job}/model/{index}      retained chunks of a model too large for one message
     {p}/jobs/{job}/updates/{agent}    msgpack updates, QoS 1
     {p}/jobs/{job}/results/{agent}    msgpack validation results, QoS 1
     {p}/jobs/{job}/status             retained JSON
@@ -44,6 +45,7 @@ class TopicKind(enum.Enum):
     AGENT_TELEMETRY = "agent_telemetry"
     AGENT_TASKS = "agent_tasks"
     JOB_MODEL = "job_model"
+    JOB_MODEL_CHUNK = "job_model_chunk"
     JOB_UPDATE = "job_update"
     JOB_RESULT = "job_result"
     JOB_STATUS = "job_status"
@@ -88,6 +90,9 @@ class Topics:
     def job_model(self, job: str) -> str:
         return f"{self.prefix}/jobs/{check_id(job, 'job id')}/model"
 
+    def job_model_chunk(self, job: str, index: int) -> str:
+        return f"{self.prefix}/jobs/{check_id(job, 'job id')}/model/{int(index)}"
+
     def job_update(self, job: str, agent: str) -> str:
         return f"{self.prefix}/jobs/{check_id(job, 'job id')}/updates/{check_id(agent, 'agent id')}"
 
@@ -105,7 +110,8 @@ class Topics:
         return f"{self.prefix}/agents/+/status"
 
     def all_job_models(self) -> str:
-        return f"{self.prefix}/jobs/+/model"
+        """Models and their chunks (``#`` also matches the ``model`` level itself)."""
+        return f"{self.prefix}/jobs/+/model/#"
 
     def all_job_updates(self) -> str:
         return f"{self.prefix}/jobs/+/updates/+"
@@ -139,6 +145,8 @@ class Topics:
                 return ParsedTopic(TopicKind.AGENT_TASKS, agent=check_id(agent, "agent id"))
             case ["jobs", job, "model"]:
                 return ParsedTopic(TopicKind.JOB_MODEL, job=check_id(job, "job id"))
+            case ["jobs", job, "model", index] if index.isdigit() and len(index) <= 6:
+                return ParsedTopic(TopicKind.JOB_MODEL_CHUNK, job=check_id(job, "job id"))
             case ["jobs", job, "updates", agent]:
                 return ParsedTopic(
                     TopicKind.JOB_UPDATE,

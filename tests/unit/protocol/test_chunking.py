@@ -1,0 +1,96 @@
+"""Chunked transfer: split and reassemble, in any order, with bounded memory and integrity."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fedbus_protocol.chunking import Reassembler, is_chunk, parse, split
+from fedbus_protocol.errors import InvalidMessage
+
+PAYLOAD = bytes(random.Random(0).randbytes(10_000))
+
+
+def reassembler(**kw: float) -> Reassembler:
+    return Reassembler(
+        **{"max_bytes": 1 << 20, "max_pending_bytes": 1 << 21, "timeout": 10.0, **kw}
+    )  # type: ignore[arg-type]
+
+
+def test_split_and_reassemble_in_order_and_shuffled() -> None:
+    chunks = list(split(PAYLOAD, "t1", chunk_size=3000))
+    assert len(chunks) == 4 and all(is_chunk(c) for c in chunks)
+    assert [parse(c).index for c in chunks] == [0, 1, 2, 3]
+    r = reassembler()
+    assert [r.offer("a", c, 0.0) for c in chunks[:-1]] == [None, None, None]
+    assert r.offer("a", chunks[-1], 0.0) == PAYLOAD
+    shuffled = list(split(PAYLOAD, "t2", chunk_size=3000))
+    random.Random(1).shuffle(shuffled)
+    results = [reassembler().offer("a", c, 0.0) for c in shuffled]  # fresh: each alone
+    assert results == [None] * 4
+    r2 = reassembler()
+    out = [r2.offer("a", c, 0.0) for c in shuffled]
+    assert out[-1] == PAYLOAD and out[:-1] == [None] * 3
+
+
+def test_redelivered_chunks_and_finished_transfers_are_ignored() -> None:
+    chunks = list(split(PAYLOAD, "t", chunk_size=4096))
+    r = reassembler()
+    assert r.offer("a", chunks[0], 0.0) is None
+    assert r.offer("a", chunks[0], 0.0) is None  # QoS 1 duplicate
+    for c in chunks[1:-1]:
+        r.offer("a", c, 0.0)
+    assert r.offer("a", chunks[-1], 0.0) == PAYLOAD
+    assert r.offer("a", chunks[-1], 0.0) is None  # the transfer is done: once only
+
+
+def test_senders_are_kept_apart() -> None:
+    a = list(split(PAYLOAD, "same", chunk_size=6000))
+    b = list(split(PAYLOAD[::-1], "same", chunk_size=6000))
+    r = reassembler()
+    r.offer("a", a[0], 0.0)
+    r.offer("b", b[0], 0.0)
+    assert r.offer("b", b[1], 0.0) == PAYLOAD[::-1]
+    assert r.offer("a", a[1], 0.0) == PAYLOAD
+
+
+def test_tampered_chunk_fails_integrity() -> None:
+    chunks = list(split(PAYLOAD, "t", chunk_size=6000))
+    bad = bytearray(chunks[1])
+    bad[-1] ^= 0xFF
+    r = reassembler()
+    r.offer("a", chunks[0], 0.0)
+    with pytest.raises(InvalidMessage) as info:
+        r.offer("a", bad, 0.0)
+    assert info.value.reason == "integrity"
+
+
+def test_memory_is_bounded_and_stale_transfers_expire() -> None:
+    r = reassembler(max_bytes=20_000, max_pending_bytes=25_000, timeout=5.0)
+    big = bytes(30_000)
+    with pytest.raises(InvalidMessage) as info:
+        r.offer("a", next(split(big, "x", chunk_size=1000)), 0.0)
+    assert info.value.reason == "oversized"
+    r.offer("a", next(split(PAYLOAD, "p1", chunk_size=1000)), 0.0)
+    r.offer("b", next(split(PAYLOAD, "p2", chunk_size=1000)), 0.0)
+    assert r.pending_bytes == 20_000
+    with pytest.raises(InvalidMessage, match="unfinished"):
+        r.offer("c", next(split(PAYLOAD, "p3", chunk_size=1000)), 1.0)
+    assert r.offer("c", next(split(PAYLOAD, "p3", chunk_size=1000)), 6.0) is None  # others expired
+    assert r.pending_bytes == 10_000
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"FBC1", b"FBC1\xff\x00\x00\x00", b"FBC1\x02\x00\x00\x00\x91\x01"]
+)
+def test_garbage_chunks_are_malformed(garbage: bytes) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        reassembler().offer("a", garbage, 0.0)
+    assert info.value.reason == "malformed"
+
+
+def test_small_payload_is_one_chunk_and_empty_works() -> None:
+    assert len(list(split(b"abc", "t", chunk_size=10))) == 1
+    r = reassembler()
+    assert r.offer("a", next(split(b"", "e", chunk_size=10)), 0.0) == b""

@@ -94,7 +94,7 @@ async def test_round_fails_cleanly_below_clients_required(
     settings: bus.BrokerSettings, tmp_path: Path
 ) -> None:
     config = job_config(
-        rounds=2, num_participants=3, clients_required=3, min_agents=3, round_timeout=3
+        rounds=2, num_participants=3, clients_required=3, min_agents=3, round_timeout=10
     )
     service = CoordinatorService(settings, runs_dir=tmp_path)
     service.submit(config)

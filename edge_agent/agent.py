@@ -84,6 +84,7 @@ class EdgeAgent:
         self.connected = asyncio.Event()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
+        self._client: bus.Client | None = None
         self._buffer = bytearray()
 
     @property
@@ -97,8 +98,39 @@ class EdgeAgent:
         )
 
     async def run(self) -> None:
-        """Serve until cancelled, reconnecting with backoff when the broker goes away."""
-        await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self.connected.clear)
+        """Serve until cancelled, reconnecting with backoff when the broker goes away.
+
+        The task worker lives outside the connection: a task being trained when the
+        connection drops is finished and its update published once the agent is back (the
+        persistent session also kept any tasks sent meanwhile); a task whose deadline has
+        passed by then is abandoned rather than trained for nothing.
+        """
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._work(), name=f"{self.agent_id}-work")
+            await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._lost)
+
+    def _lost(self) -> None:
+        self.connected.clear()
+        self._client = None
+
+    async def _publish(self, topic: str, payload: bytes | bytearray, transfer: str) -> None:
+        """Publish once connected; on a dropped connection wait for the next one and retry."""
+        while True:
+            await self.connected.wait()
+            client = self._client
+            assert client is not None
+            try:
+                await bus.publish_large(
+                    client, topic, payload, transfer=transfer, chunk_size=self.broker.chunk_size
+                )
+                return
+            except bus.MqttError as exc:
+                log.info(
+                    "agent %s: publish interrupted (%s); retrying after reconnect",
+                    self.agent_id,
+                    exc,
+                )
+                self._lost()
 
     async def _session(self) -> None:
         client = bus.make_client(
@@ -114,12 +146,11 @@ class EdgeAgent:
             await client.publish(
                 self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
             )
+            self._client = client
             self.connected.set()
             try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._work(client), name=f"{self.agent_id}-work")
-                    async for message in client.messages:
-                        await self._route(message)
+                async for message in client.messages:
+                    await self._route(message)
             except asyncio.CancelledError:
                 # A clean DISCONNECT does not fire the last will, so say goodbye ourselves.
                 with contextlib.suppress(bus.MqttError, TimeoutError):
@@ -134,7 +165,7 @@ class EdgeAgent:
                     )
                 raise
             finally:
-                self.connected.clear()
+                self._lost()
 
     async def _route(self, message: bus.Message) -> None:
         try:
@@ -150,7 +181,7 @@ class EdgeAgent:
         except FedbusProtocolError as exc:
             log.warning("agent %s: dropped message on %s: %s", self.agent_id, message.topic, exc)
 
-    async def _work(self, client: bus.Client) -> None:
+    async def _work(self) -> None:
         while True:
             task = await self._queue.get()
             if task.deadline is not None and time.time() > task.deadline:
@@ -159,7 +190,7 @@ class EdgeAgent:
                 )
                 continue
             try:
-                await self._handle(client, task)
+                await self._handle(task)
             except TimeoutError:
                 log.warning(
                     "agent %s: model %s v%d never arrived",
@@ -169,7 +200,7 @@ class EdgeAgent:
                 )
             self.tasks_done += 1
 
-    async def _handle(self, client: bus.Client, task: Task) -> None:
+    async def _handle(self, task: Task) -> None:
         received = time.perf_counter()
         model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
         if model is None:
@@ -192,7 +223,9 @@ class EdgeAgent:
                 accuracy=accuracy,
             )
             payload = encode_envelope(meta)
-            await client.publish(self.topics.job_result(task.job, self.agent_id), payload, qos=1)
+            await self._publish(
+                self.topics.job_result(task.job, self.agent_id), payload, task.task_id
+            )
             return
         async with self.compute_lock:
             plan = await asyncio.to_thread(self.train_fn, task, model, self.identity)
@@ -208,12 +241,8 @@ class EdgeAgent:
         meta, tensors = build_update(task, self.agent_id, plan, model)
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
-            await bus.publish_large(
-                client,
-                self.topics.job_update(task.job, self.agent_id),
-                payload,
-                transfer=task.task_id,
-                chunk_size=self.broker.chunk_size,
+            await self._publish(
+                self.topics.job_update(task.job, self.agent_id), payload, task.task_id
             )
         except BaseException:
             # paho may still hold the payload to resend after a reconnect: never reuse it.

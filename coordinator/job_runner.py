@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from client_selectors import ClientProfile, ClientSelector, make_selector
 from coordinator import checkpoint
@@ -45,7 +44,6 @@ from coordinator.update_check import (
 )
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from edge_agent.compression import upload_bytes
-from edge_agent.torch_state import state_to_numpy
 from fedbus_protocol import chunking
 from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.errors import InvalidMessage
@@ -240,6 +238,12 @@ class JobRunner:
 
     # -- state ------------------------------------------------------------------------
     def _initial_model(self) -> dict[str, np.ndarray]:
+        # torch is imported here, in a worker thread (see run), not at module import: the
+        # seconds it takes overlap with connecting and reading the agents' statuses.
+        import torch
+
+        from edge_agent.torch_state import state_to_numpy
+
         torch.manual_seed(self.config.seed)
         return state_to_numpy(resolve(self.config.model)())
 
@@ -305,7 +309,7 @@ class JobRunner:
     # -- the job ----------------------------------------------------------------------
     async def run(self) -> bool:
         """Run the job to its end; True when every round ran (failed rounds included)."""
-        resumed = self._load_or_init()
+        resumed = await asyncio.to_thread(self._load_or_init)
         self._set_phase(JobPhase.WAITING_FOR_AGENTS)
         if resumed:
             await self._reemit_missing_round_ends()

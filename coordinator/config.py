@@ -116,13 +116,31 @@ def parse_job(data: Any, source: str) -> JobConfig:
     if not isinstance(data, dict):
         raise JobConfigError(f"{source}: a job file must be a mapping of fields")
     try:
-        return JobConfig.model_validate(data)
+        config = JobConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "<job>"
             lines.append(f"{source}: field {where}: {err['msg']}")
         raise JobConfigError("\n".join(lines)) from exc
+    _check_plugins(config, source)
+    return config
+
+
+def _check_plugins(config: JobConfig, source: str) -> None:
+    """Selector and aggregator knobs are validated now, not when the first round runs."""
+    from client_selectors import SelectorConfigError, make_selector
+    from coordinator.aggregation import AggregationError, check_knobs
+
+    try:
+        make_selector(config.selector.name, config.selector.knobs, 0)
+    except SelectorConfigError as exc:
+        field = exc.field if exc.field not in (None, "name", "knobs") else "name"
+        raise JobConfigError(f"{source}: field selector.{field}: {exc}") from exc
+    try:
+        check_knobs(config.aggregator.name, config.aggregator.knobs)
+    except AggregationError as exc:
+        raise JobConfigError(f"{source}: field aggregator: {exc}") from exc
 
 
 def load_job(path: str | Path) -> JobConfig:

@@ -52,3 +52,14 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_job(tmp_path / "missing.yaml")
     with pytest.raises(JobConfigError, match="job name"):
         load_job(write(tmp_path, BASE.replace("name: j", "name: a/b")))
+
+
+def test_selector_and_aggregator_knobs_are_checked_at_load(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match=r"field selector\.round_threshold"):
+        load_job(write(tmp_path, BASE + "selector: {name: oort, round_threshold: -5}\n"))
+    with pytest.raises(JobConfigError, match=r"field selector\.name"):
+        load_job(write(tmp_path, BASE + "selector: {name: fastest}\n"))
+    with pytest.raises(JobConfigError, match=r"field aggregator.*trim"):
+        load_job(write(tmp_path, BASE + "aggregator: {name: median, trim_frac: 0.1}\n"))
+    ok = load_job(write(tmp_path, BASE + "selector: {name: oort, round_threshold: 10}\n"))
+    assert ok.selector.knobs == {"round_threshold": 10}

@@ -25,22 +25,31 @@ class AgentRecord:
 class AgentRegistry:
     def __init__(self) -> None:
         self._agents: dict[str, AgentRecord] = {}
+        # The same list object until someone comes or goes: selectors recognise an
+        # unchanged pool in O(1) instead of translating 100k ids again.
+        self._online: list[str] | None = None
 
     def apply(self, status: AgentStatus, now: float) -> Change:
         record = self._agents.get(status.agent)
         online = status.state == "online"
         if record is None:
             self._agents[status.agent] = AgentRecord(status.agent, online, status.profile, now)
+            if online:
+                self._online = None
             return Change.CAME_ONLINE if online else Change.UNCHANGED
         if status.profile is not None:
             record.profile = status.profile
         if record.online == online:
             return Change.UNCHANGED
         record.online, record.since = online, now
+        self._online = None
         return Change.CAME_ONLINE if online else Change.WENT_OFFLINE
 
     def online(self) -> list[str]:
-        return sorted(a for a, r in self._agents.items() if r.online)
+        """Online agent ids, sorted; do not mutate the list (it is shared until a change)."""
+        if self._online is None:
+            self._online = sorted(a for a, r in self._agents.items() if r.online)
+        return self._online
 
     def is_online(self, agent: str) -> bool:
         record = self._agents.get(agent)

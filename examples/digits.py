@@ -7,6 +7,10 @@ Partitions are IID or Dirichlet non-IID over labels (``alpha``), deterministic i
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,11 +23,19 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+@functools.cache
 def _load() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    """The digits that ``sklearn.datasets.load_digits`` returns, read from the same file.
 
-    digits = load_digits()
-    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    Reading scikit-learn's bundled CSV directly skips importing scikit-learn (seconds on a
+    small device), which every agent would otherwise pay on its first task.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("scikit-learn is not installed; its bundled digits are the data")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return table[:, :-1] / 16.0, table[:, -1].astype(np.int64)
 
 
 def load_partition(

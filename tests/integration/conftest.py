@@ -52,7 +52,7 @@ def job_config(**overrides: Any) -> JobConfig:
         "clients_required": 1,
         "min_agents": 4,
         "agent_wait_timeout": 30,
-        "round_timeout": 20,
+        "round_timeout": 30,
         "eval_timeout": 20,
         "local_steps": 20,
         "batch_size": 16,

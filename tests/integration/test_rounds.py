@@ -148,3 +148,33 @@ async def test_coordinator_killed_and_restarted_resumes(
     assert [e["round"] for e in events if e["event"] == "JOB_RESUMED"] == [3]
     state = json.loads((runs / "itest" / "checkpoint" / "state.json").read_text())
     assert state["completed_rounds"] == 6 and state["model_version"] == 6
+
+
+async def test_serve_runs_a_job_submitted_over_mqtt(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    from fedbus_protocol.messages import JobSubmission, encode_json
+
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    serving = asyncio.create_task(service.serve())
+    try:
+        async with running_agents(settings, 4):
+            config = job_config(name="submitted", rounds=2)
+            submission = JobSubmission(config=config.model_dump(mode="json"), source="test.yaml")
+            async with bus.make_client(settings, "operator", persistent=False) as operator:
+                # A broken submission is refused with a reason and changes nothing.
+                await operator.publish(
+                    Topics(settings.prefix).job_submit(), b'{"config": {}}', qos=1
+                )
+                await operator.publish(
+                    Topics(settings.prefix).job_submit(), encode_json(submission), qos=1
+                )
+            events_path = tmp_path / "submitted" / "events.jsonl"
+            async with asyncio.timeout(60):
+                while not any(e["event"] == "JOB_END" for e in read_events(events_path)):
+                    await asyncio.sleep(0.1)
+        assert [e["round"] for e in read_events(events_path) if e["event"] == "ROUND_END"] == [1, 2]
+        assert service.results == {"submitted": True}
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)

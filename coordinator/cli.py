@@ -17,30 +17,11 @@ from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
 from fedbus_protocol import bus
+from fedbus_protocol.broker_args import add_broker_args, broker_settings
 from fedbus_protocol.messages import Event, JobSubmission, encode_json
 from fedbus_protocol.topics import Topics
 
 console = Console(highlight=False)
-
-
-def _broker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
-    parser.add_argument("--prefix", default="fedbus", help="topic prefix")
-    parser.add_argument("--username")
-    parser.add_argument("--password")
-    parser.add_argument("--tls-ca", help="CA certificate for a TLS listener")
-
-
-def _settings(args: argparse.Namespace) -> bus.BrokerSettings:
-    host, port = bus.parse_broker(args.broker)
-    return bus.BrokerSettings(
-        host=host,
-        port=port,
-        prefix=args.prefix,
-        username=args.username,
-        password=args.password,
-        tls_ca=args.tls_ca,
-    )
 
 
 def print_round(event: Event) -> None:
@@ -74,7 +55,7 @@ def _attach_printer(runner: JobRunner) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_job(args.job)
     service = CoordinatorService(
-        _settings(args),
+        broker_settings(args),
         runs_dir=Path(args.runs_dir),
         coordinator_id=args.id,
         accept_submissions=False,
@@ -87,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     service = CoordinatorService(
-        _settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
+        broker_settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
     )
     for path in args.jobs:
         service.submit(load_job(path))
@@ -102,7 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     payload = encode_json(JobSubmission(config=data, source=str(args.job)))
 
     async def send() -> None:
-        client = bus.make_client(_settings(args), f"submit-{config.name}", persistent=False)
+        client = bus.make_client(broker_settings(args), f"submit-{config.name}", persistent=False)
         async with client:
             await client.publish(Topics(args.prefix).job_submit(), payload, qos=1)
 
@@ -123,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--id", default="coordinator", help="MQTT client id (fixed: persistent session)"
     )
     run.add_argument("--quiet", action="store_true")
-    _broker_args(run)
+    add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
     serve = sub.add_parser(
@@ -132,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("jobs", nargs="*", help="job YAML files to start with")
     serve.add_argument("--runs-dir", default="runs")
     serve.add_argument("--id", default="coordinator")
-    _broker_args(serve)
+    add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="hand a job to a running `coordinator serve`")
     submit.add_argument("job")
-    _broker_args(submit)
+    add_broker_args(submit)
     submit.set_defaults(func=cmd_submit)
 
-    credentials.configure(sub.add_parser("credentials", help="users of the broker's secure listener"))
+    credentials.configure(
+        sub.add_parser("credentials", help="users of the broker's secure listener")
+    )
 
     args = parser.parse_args(argv)
     logging.basicConfig(

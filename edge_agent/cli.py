@@ -12,28 +12,8 @@ from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import detect_profile
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol import bus
+from fedbus_protocol.broker_args import add_broker_args, broker_settings
 from fedbus_protocol.topics import check_id
-
-
-def _broker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
-    parser.add_argument("--prefix", default="fedbus")
-    parser.add_argument("--username")
-    parser.add_argument("--password")
-    parser.add_argument("--tls-ca")
-
-
-def _settings(args: argparse.Namespace) -> bus.BrokerSettings:
-    host, port = bus.parse_broker(args.broker)
-    return bus.BrokerSettings(
-        host=host,
-        port=port,
-        prefix=args.prefix,
-        username=args.username,
-        password=args.password,
-        tls_ca=args.tls_ca,
-    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -45,7 +25,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     trainer = LocalTrainer(args.device)
     profile = detect_profile(trainer.device, partition=args.partition)
     agent = EdgeAgent(
-        AgentIdentity(args.id, args.partition, profile), _settings(args), trainer, ModelStore()
+        AgentIdentity(args.id, args.partition, profile),
+        broker_settings(args),
+        trainer,
+        ModelStore(),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
@@ -61,7 +44,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or 1)
     fleet = load_fleet(args.fleet)
     emulator = Emulator(
-        fleet, _settings(args), count=args.count, offset=args.offset, name=args.name
+        fleet, broker_settings(args), count=args.count, offset=args.offset, name=args.name
     )
     print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -85,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
-    _broker_args(run)
+    add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
     emulate = sub.add_parser("emulate", help="run N emulated agents of a fleet file in one process")
@@ -98,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default="emulator", help="client-id prefix of the model listener"
     )
     emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    _broker_args(emulate)
+    add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 
     args = parser.parse_args(argv)

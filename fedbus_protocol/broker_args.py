@@ -1,0 +1,35 @@
+"""The broker options every fedbus command takes, and the settings they make."""
+
+from __future__ import annotations
+
+import argparse
+
+from fedbus_protocol.bus import BrokerSettings, parse_broker
+from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
+
+
+def add_broker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    parser.add_argument("--prefix", default="fedbus", help="topic prefix")
+    parser.add_argument("--username", help="secure listener: the user (an agent's is its id)")
+    parser.add_argument("--password", help="secure listener: the password")
+    parser.add_argument("--tls-ca", help="CA certificate of a TLS listener")
+    parser.add_argument(
+        "--chunk-mb",
+        type=float,
+        default=DEFAULT_CHUNK_SIZE / 2**20,
+        help="payloads above this many MiB travel as chunks (default 4)",
+    )
+
+
+def broker_settings(args: argparse.Namespace) -> BrokerSettings:
+    host, port = parse_broker(args.broker)
+    return BrokerSettings(
+        host=host,
+        port=port,
+        prefix=args.prefix,
+        username=args.username,
+        password=args.password,
+        tls_ca=args.tls_ca,
+        chunk_size=max(1024, int(args.chunk_mb * 2**20)),
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials
+from coordinator import credentials, report
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials.configure(
         sub.add_parser("credentials", help="users of the broker's secure listener")
     )
+    report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -217,7 +217,7 @@ def _decode_entry(raw: np.ndarray, data_start: int, entry: Any) -> tuple[str, Te
     name, dtype, shape, offset, nbytes = entry[:5]
     if not isinstance(name, str) or not name:
         raise InvalidMessage("malformed", "tensor name must be a non-empty string")
-    if dtype not in ALLOWED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise InvalidMessage("malformed", f"tensor {name!r}: dtype {dtype!r} is not allowed")
     if (
         not isinstance(shape, list)
@@ -236,7 +236,11 @@ def _decode_entry(raw: np.ndarray, data_start: int, entry: Any) -> tuple[str, Te
             )
         return name, values.reshape(shape)
     index_dtype, index_offset, index_nbytes = entry[5:]
-    if index_dtype not in ALLOWED_INDEX_DTYPES or len(shape) != 1:
+    if (
+        not isinstance(index_dtype, str)
+        or index_dtype not in ALLOWED_INDEX_DTYPES
+        or len(shape) != 1
+    ):
         raise InvalidMessage("malformed", f"sparse tensor {name!r}: bad index dtype or size")
     if not isinstance(index_offset, int) or not isinstance(index_nbytes, int) or index_nbytes < 0:
         raise InvalidMessage("malformed", f"sparse tensor {name!r}: bad index offset or size")

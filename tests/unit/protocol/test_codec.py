@@ -128,3 +128,27 @@ def test_decoder_survives_corrupted_valid_payloads(noise: bytes, position: int) 
     payload[position : position + len(noise)] = noise
     with contextlib.suppress(InvalidMessage):
         decode(bytes(payload))
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.text(max_size=6)
+    | st.binary(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_values, min_size=0, max_size=9), max_size=4), st.binary(max_size=256))
+def test_decoder_survives_arbitrary_well_formed_headers(entries: list, data: bytes) -> None:  # type: ignore[type-arg]
+    import msgpack
+
+    header = msgpack.packb({"m": {}, "t": entries}, use_bin_type=True)
+    payload = b"FBT1" + len(header).to_bytes(4, "little") + header + bytes(64) + data
+    with contextlib.suppress(InvalidMessage):
+        decode(payload)

@@ -37,14 +37,16 @@ class Assignment:
     model_version: int
 
 
-def decode_update(payload: bytes, max_bytes: int) -> tuple[UpdateMeta, dict[str, Tensor]]:
+def decode_update(
+    payload: bytes | bytearray | memoryview, max_bytes: int
+) -> tuple[UpdateMeta, dict[str, Tensor]]:
     try:
         return decode_envelope(UpdateMeta, payload, max_bytes=max_bytes)
     except InvalidMessage as exc:
         raise Rejected(exc.reason, exc.detail) from exc
 
 
-def decode_result(payload: bytes, max_bytes: int) -> ResultMeta:
+def decode_result(payload: bytes | bytearray | memoryview, max_bytes: int) -> ResultMeta:
     try:
         meta, _ = decode_envelope(ResultMeta, payload, max_bytes=max_bytes)
     except InvalidMessage as exc:

@@ -41,15 +41,17 @@ class ModelStore:
         model = self._models.get(job)
         return model is not None and model.version >= version
 
-    async def offer(self, payload: bytes | bytearray, key: str = "") -> GlobalModel | None:
+    async def offer(
+        self, payload: bytes | bytearray | memoryview, key: str = ""
+    ) -> GlobalModel | None:
         """Decode a model payload (or a chunk of one) unless this version is already held."""
         if not payload:
             return None  # a cleared retained message
         if chunking.is_chunk(payload):
-            whole = self._chunks.offer(key, payload, time.monotonic())
-            if whole is None:
+            done = self._chunks.offer_unverified(key, payload, time.monotonic())
+            if done is None:
                 return None
-            payload = whole
+            payload = await asyncio.to_thread(chunking.verify, done)
         meta, tensors = decode_envelope(ModelMeta, payload)
         current = self._models.get(meta.job)
         if current is not None and current.version >= meta.version:

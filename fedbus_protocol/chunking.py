@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgpack
+import numpy as np
 
 from fedbus_protocol.errors import InvalidMessage
 
@@ -41,15 +42,23 @@ def is_chunk(payload: bytes | bytearray | memoryview) -> bool:
 
 
 def split(
-    payload: bytes | bytearray, transfer: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    payload: bytes | bytearray,
+    transfer: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    digest: bytes | None = None,
 ) -> Iterator[bytearray]:
-    """Yield the chunk messages of ``payload`` (one copy of it, chunk by chunk)."""
+    """Yield the chunk messages of ``payload`` (one copy of it, chunk by chunk).
+
+    ``digest`` is the payload's SHA-256 when the caller already computed it (off the
+    event loop); otherwise it is computed here.
+    """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     view = memoryview(payload)
     total = len(view)
     count = max(1, -(-total // chunk_size))
-    digest = hashlib.sha256(view).digest()
+    digest = digest if digest is not None else hashlib.sha256(view).digest()
     for index in range(count):
         header = msgpack.packb([transfer, index, count, total, digest], use_bin_type=True)
         body = view[index * chunk_size : (index + 1) * chunk_size]
@@ -101,9 +110,24 @@ class _Transfer:
     total: int
     digest: bytes
     chunk_size: int
-    buffer: bytearray
+    buffer: np.ndarray
     started: float
     have: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A reassembled payload, still to be checked with :func:`verify` (off the event loop)."""
+
+    payload: memoryview
+    digest: bytes
+
+
+def verify(done: Completed) -> memoryview:
+    """The payload if its SHA-256 matches, else InvalidMessage('integrity')."""
+    if hashlib.sha256(done.payload).digest() != done.digest:
+        raise InvalidMessage("integrity", "reassembled payload fails its SHA-256 check")
+    return done.payload
 
 
 class Reassembler:
@@ -123,10 +147,21 @@ class Reassembler:
     def offer(
         self, key: str, payload: bytes | bytearray | memoryview, now: float
     ) -> bytearray | None:
-        """Add one chunk; the whole payload when it completes, else None.
+        """Add one chunk; the whole (verified) payload when it completes, else None.
 
         Raises InvalidMessage (``oversized``, ``malformed``, ``integrity``) for a chunk that
         cannot belong to a valid transfer; its transfer is dropped.
+        """
+        done = self.offer_unverified(key, payload, now)
+        return None if done is None else bytearray(verify(done))
+
+    def offer_unverified(
+        self, key: str, payload: bytes | bytearray | memoryview, now: float
+    ) -> Completed | None:
+        """As :meth:`offer`, but the integrity check is the caller's (:func:`verify`).
+
+        The buffer is uninitialised numpy memory (no 44 MB zero-fill up front; large
+        allocations get huge pages), filled chunk by chunk as they arrive.
         """
         chunk = parse(payload)
         ident = (key, chunk.transfer)
@@ -142,9 +177,8 @@ class Reassembler:
             if self.pending_bytes + chunk.total > self.max_pending_bytes:
                 raise InvalidMessage("oversized", "too many unfinished chunked transfers in memory")
             chunk_size = len(chunk.body) if chunk.index < chunk.count - 1 else 0
-            transfer = _Transfer(
-                chunk.count, chunk.total, chunk.digest, chunk_size, bytearray(chunk.total), now
-            )
+            buffer = np.empty(chunk.total, dtype=np.uint8)
+            transfer = _Transfer(chunk.count, chunk.total, chunk.digest, chunk_size, buffer, now)
             self._transfers[ident] = transfer
         if (chunk.count, chunk.total, chunk.digest) != (
             transfer.count,
@@ -171,15 +205,13 @@ class Reassembler:
             raise InvalidMessage(
                 "malformed", f"chunk {chunk.index} has {len(chunk.body)} bytes, expected {expected}"
             )
-        transfer.buffer[start : start + len(chunk.body)] = chunk.body
+        transfer.buffer[start : start + len(chunk.body)] = np.frombuffer(chunk.body, dtype=np.uint8)
         transfer.have.add(chunk.index)
         if len(transfer.have) < transfer.count:
             return None
         del self._transfers[ident]
         self._done[ident] = now
-        if hashlib.sha256(transfer.buffer).digest() != transfer.digest:
-            raise InvalidMessage("integrity", "reassembled payload fails its SHA-256 check")
-        return transfer.buffer
+        return Completed(memoryview(transfer.buffer).cast("B"), transfer.digest)
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop transfers older than the timeout; return which."""

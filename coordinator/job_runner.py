@@ -233,6 +233,12 @@ class JobRunner:
         )
         self._model_buffer = payload
 
+    async def republish(self) -> None:
+        """After a reconnect: the broker may have lost retained messages in a crash."""
+        if hasattr(self, "global_flat"):
+            await self.publish_model()
+            await self.publish_status()
+
     def _set_phase(self, phase: JobPhase) -> None:
         self.phase = advance(self.phase, phase)
 

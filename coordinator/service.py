@@ -54,8 +54,7 @@ class CoordinatorService:
         self.registry = AgentRegistry()
         self.runners: dict[str, JobRunner] = {}
         self.results: dict[str, bool] = {}
-        self._client: bus.Client | None = None
-        self._connected = asyncio.Event()
+        self._link = bus.Link()
         self._pending: list[JobConfig] = []
         self._group: asyncio.TaskGroup | None = None
 
@@ -69,25 +68,15 @@ class CoordinatorService:
         chunk_topic: Callable[[int], str] | None = None,
     ) -> None:
         """Publish (as chunks when large), waiting out a reconnect instead of failing the job."""
-        while True:
-            await self._connected.wait()
-            assert self._client is not None
-            try:
-                await bus.publish_large(
-                    self._client,
-                    topic,
-                    payload,
-                    transfer=f"c{time.monotonic_ns():x}",
-                    chunk_size=self.broker.chunk_size,
-                    qos=qos,
-                    retain=retain,
-                    chunk_topic=chunk_topic,
-                )
-                return
-            except bus.MqttError as exc:
-                log.warning("publish to %s failed (%s); waiting for the connection", topic, exc)
-                self._connected.clear()
-                await asyncio.sleep(0.1)
+        await self._link.publish(
+            topic,
+            payload,
+            transfer=f"c{time.monotonic_ns():x}",
+            chunk_size=self.broker.chunk_size,
+            qos=qos,
+            retain=retain,
+            chunk_topic=chunk_topic,
+        )
 
     def _status(self, state: str) -> bytes:
         return encode_json(
@@ -150,7 +139,7 @@ class CoordinatorService:
         return self.results
 
     async def _connection(self) -> None:
-        await bus.run_with_reconnect(self._session, "coordinator", self._connected.clear)
+        await bus.run_with_reconnect(self._session, "coordinator", self._link.down)
 
     async def _session(self) -> None:
         client = bus.make_client(
@@ -160,7 +149,6 @@ class CoordinatorService:
             will_payload=self._status("offline"),
         )
         async with client:
-            self._client = client
             await client.subscribe(self.topics.all_agent_status(), qos=1)
             await client.subscribe(self.topics.all_job_updates(), qos=1)
             await client.subscribe(self.topics.all_job_results(), qos=1)
@@ -169,7 +157,10 @@ class CoordinatorService:
             await client.publish(
                 self.topics.coordinator_status(), self._status("online"), qos=1, retain=True
             )
-            self._connected.set()
+            self._link.up(client)
+            if self._group is not None:
+                for runner in list(self.runners.values()):
+                    self._group.create_task(runner.republish(), name=f"republish-{runner.job}")
             try:
                 async for message in client.messages:
                     self._route(message)
@@ -186,8 +177,7 @@ class CoordinatorService:
                     )
                 raise
             finally:
-                self._connected.clear()
-                self._client = None
+                self._link.down(client)
 
     def _route(self, message: bus.Message) -> None:
         topic = str(message.topic)

@@ -121,5 +121,7 @@ def write_update(
     else:
         raise Rejected("bad_tensors", "a successful update must carry a delta")
     # One pass at memory speed: a NaN or Inf anywhere (or an overflow to Inf) poisons the sum.
-    if not np.isfinite(row.sum(dtype=np.float32)):
+    with np.errstate(over="ignore", invalid="ignore"):  # hostile input: no warning spam
+        total = row.sum(dtype=np.float32)
+    if not np.isfinite(total):
         raise Rejected("non_finite", "update contains NaN or Inf (or overflows float32)")

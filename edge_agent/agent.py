@@ -81,10 +81,9 @@ class EdgeAgent:
         self.compute_lock = compute_lock or asyncio.Lock()
         self.train_fn = train_fn or self._train_wall
         self.subscribe_models = subscribe_models
-        self.connected = asyncio.Event()
+        self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
-        self._client: bus.Client | None = None
         self._buffer = bytearray()
 
     @property
@@ -107,30 +106,18 @@ class EdgeAgent:
         """
         async with asyncio.TaskGroup() as group:
             group.create_task(self._work(), name=f"{self.agent_id}-work")
-            await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._lost)
+            await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._link.down)
 
-    def _lost(self) -> None:
-        self.connected.clear()
-        self._client = None
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the agent has a live, subscribed session."""
+        return self._link.connected
 
     async def _publish(self, topic: str, payload: bytes | bytearray, transfer: str) -> None:
-        """Publish once connected; on a dropped connection wait for the next one and retry."""
-        while True:
-            await self.connected.wait()
-            client = self._client
-            assert client is not None
-            try:
-                await bus.publish_large(
-                    client, topic, payload, transfer=transfer, chunk_size=self.broker.chunk_size
-                )
-                return
-            except bus.MqttError as exc:
-                log.info(
-                    "agent %s: publish interrupted (%s); retrying after reconnect",
-                    self.agent_id,
-                    exc,
-                )
-                self._lost()
+        """Publish once connected; a dropped session's publish is sent again on the next."""
+        await self._link.publish(
+            topic, payload, transfer=transfer, chunk_size=self.broker.chunk_size
+        )
 
     async def _session(self) -> None:
         client = bus.make_client(
@@ -146,8 +133,7 @@ class EdgeAgent:
             await client.publish(
                 self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
             )
-            self._client = client
-            self.connected.set()
+            self._link.up(client)
             try:
                 async for message in client.messages:
                     await self._route(message)
@@ -165,7 +151,7 @@ class EdgeAgent:
                     )
                 raise
             finally:
-                self._lost()
+                self._link.down(client)
 
     async def _route(self, message: bus.Message) -> None:
         try:

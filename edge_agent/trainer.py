@@ -80,6 +80,9 @@ class LocalTrainer:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        # The first optimizer of a process imports torch._dynamo (1.5 s, far more on a
+        # loaded device): pay it at start-up rather than inside the first round's budget.
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         self._models: dict[str, nn.Module] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 

@@ -180,3 +180,76 @@ async def publish_large(
         sends.append(asyncio.ensure_future(send(index, chunk)))
     await asyncio.gather(*sends)
     return len(sends)
+
+
+class Link:
+    """The current connection of a reconnecting client, for publishers that outlive it.
+
+    Each session calls :meth:`up` once subscribed and :meth:`down` when it ends. A publish
+    started on a session that dies does not wait out the PUBACK timeout on a dead socket:
+    it is abandoned when its session ends and sent again on the next one (QoS 1 already
+    allows a duplicate; receivers drop them). Only the session that is current may mark
+    the link down, so a late failure of an old session cannot stall the new one.
+    """
+
+    def __init__(self) -> None:
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._ended = asyncio.Event()
+
+    def up(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self._ended = asyncio.Event()
+        self.connected.set()
+
+    def down(self, client: aiomqtt.Client | None = None) -> None:
+        if client is not None and client is not self.client:
+            return  # an old session's failure: the current one is fine
+        self.connected.clear()
+        self._ended.set()
+        self.client = None
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        *,
+        transfer: str,
+        chunk_size: int,
+        qos: int = 1,
+        retain: bool = False,
+        chunk_topic: Callable[[int], str] | None = None,
+    ) -> None:
+        """Publish on the current session, retrying on the next one until it goes through."""
+        while True:
+            await self.connected.wait()
+            client, ended = self.client, self._ended
+            assert client is not None
+            sending = asyncio.ensure_future(
+                publish_large(
+                    client,
+                    topic,
+                    payload,
+                    transfer=transfer,
+                    chunk_size=chunk_size,
+                    qos=qos,
+                    retain=retain,
+                    chunk_topic=chunk_topic,
+                )
+            )
+            session_over = asyncio.ensure_future(ended.wait())
+            try:
+                await asyncio.wait({sending, session_over}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                session_over.cancel()
+                if not sending.done():
+                    sending.cancel()
+            try:
+                await sending
+                return
+            except (MqttError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and not ended.is_set():
+                    raise  # we were cancelled ourselves, not the session
+                log.info("publish to %s interrupted (%s); retrying on the next session", topic, exc)
+                self.down(client)
+                await asyncio.sleep(0.05)

@@ -1,0 +1,359 @@
+"""Time to accuracy of the selection policies, with and without adaptive training (issue 8).
+
+One job definition (MNIST-5k split Dirichlet(0.5) non-IID over a FLASH-derived fleet,
+virtual clock, real mosquitto, every fleet member an emulated agent training for real)
+is run with each policy (random, oort, pyramidfl, bliss), adaptive training off and on,
+for several seeds. Per seed every configuration shares the job seed (model init, local
+training, time-model noise, validation sample) and the selector seed, so rows differ only
+by policy and mode. Prints one line per run, then a table: virtual hours to the target
+accuracy (median over seeds; "-" when most seeds never got there), final accuracy,
+rounds to the target, and speed-ups (over random in the same mode, and of adaptive over
+non-adaptive for the same policy). Each run's directory goes under ``--out`` and
+``coordinator report`` is called on them when it exists.
+
+    python bench/time_to_accuracy.py --traces ../shared/data/traces   # full study
+    python bench/time_to_accuracy.py --quick                          # a few minutes
+
+Sizing (defaults): 1,000 clients (~8 % online at a time on the FLASH traces, so a round
+asks 26 of ~60-110 online), K = 20, 45 rounds, validation every 3 rounds by all 1,000
+agents (~2 s of wall each), 5 local steps x batch 10, 1.5 M parameters charged on the
+time model (6 MB each way: transfers dominate, median round ~10 s), t_budget 10 s (about
+the non-adaptive median round). Measured on the 2-core machine: 45-105 s wall per
+non-adaptive run, 130-185 s per adaptive one (26 agents train, up to 10x the steps); the
+full study (24 runs) took 44 min. ``--max-minutes`` (85) starts no run that would end
+later; ``--reuse`` reads finished run directories back instead of running them again.
+
+Anchors (ALGORITHMS.md §6): Oort 1.2x-14.1x over random; Bliss adaptive ~2x over
+non-adaptive on FEMNIST / Google Speech.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    HOUR,
+    REPO,
+    Bench,
+    RunResult,
+    fmt_hours,
+    median_or_none,
+    quiet_logs,
+    stop_on_sigterm,
+)
+from fleet.builders import build_flash
+
+POLICIES = ("random", "oort", "pyramidfl", "bliss")
+DEFAULT_TRACES = REPO.parent / "shared" / "data" / "traces"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist_5k.csv.gz"
+
+
+@dataclass(frozen=True)
+class Study:
+    clients: int
+    fleet_seed: int
+    k: int
+    overcommitment: float
+    rounds: int
+    eval_interval: int
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    alpha: float
+    time_model_params: int
+    t_budget: float
+    target: float
+    data: str
+
+    def job(self, bench: Bench, policy: str, adaptive: bool, seed: int) -> dict[str, Any]:
+        return bench.job(
+            name=f"tta-{policy}-{'adapt' if adaptive else 'fixed'}-s{seed}",
+            model="examples.mnist:make_model",
+            data="examples.mnist:load_partition",
+            data_args={
+                "path": self.data,
+                "num_partitions": self.clients,
+                "alpha": self.alpha,
+                "seed": 0,  # one data split for every run: part of the fleet
+            },
+            seed=seed,
+            rounds=self.rounds,
+            num_participants=self.k,
+            overcommitment=self.overcommitment,
+            clients_required=1,
+            min_agents=self.clients,
+            agent_wait_timeout=120,
+            round_timeout=300,
+            eval_timeout=300,
+            local_steps=self.local_steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            eval_interval=self.eval_interval,
+            # Every agent validates: the union of their held-out splits is one fixed global
+            # test set (~1,000 samples), the same for every run.
+            eval_max_clients=self.clients,
+            selector=selector_for(policy, adaptive, seed, self.t_budget),
+            adaptive_training=adaptive,
+            t_budget=self.t_budget,
+            time_model_params=self.time_model_params,
+        )
+
+
+def selector_for(policy: str, adaptive: bool, seed: int, t_budget: float) -> dict[str, Any]:
+    """The policy with its default knobs (Oort's are FedScale's), and two exceptions.
+
+    - Bliss's own ``t_budget`` knob (default 300 s) overrides the job's budget: it gets
+      the job's value so every adaptive row trains under the same budget.
+    - PyramidFL with adaptive training: its idle-time step override is switched off. The
+      budget planner already turns idle time into steps, and its cap is 10x the *task's*
+      local steps, which PyramidFL has already raised up to 11x: both together run up
+      to 110x the job's steps (see the report that came with this benchmark).
+    """
+    selector: dict[str, Any] = {"name": policy, "seed": seed}
+    if policy == "bliss":
+        selector["t_budget"] = t_budget
+    if policy == "pyramidfl" and adaptive:
+        selector["enable_adapt_local_epoch"] = False
+    return selector
+
+
+@dataclass
+class Row:
+    policy: str
+    adaptive: bool
+    runs: list[RunResult]
+    target: float
+
+    @property
+    def tta(self) -> float | None:
+        return median_or_none([r.time_to(self.target) for r in self.runs])
+
+    @property
+    def reached(self) -> int:
+        return sum(1 for r in self.runs if r.time_to(self.target) is not None)
+
+    @property
+    def final(self) -> float | None:
+        finals = [r.final_accuracy for r in self.runs if r.final_accuracy is not None]
+        return statistics.median(finals) if finals else None
+
+    @property
+    def rounds_to(self) -> float | None:
+        return median_or_none([_f(r.round_to(self.target)) for r in self.runs])
+
+    @property
+    def round_s(self) -> float:
+        return statistics.median(statistics.median(r.round_durations() or [0.0]) for r in self.runs)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(r.wall_s for r in self.runs)
+
+
+def _f(x: int | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _ratio(base: float | None, other: float | None) -> str:
+    if base is None or other is None or other <= 0:
+        return "-"
+    return f"{base / other:.2f}x"
+
+
+def describe_run(run: RunResult, target: float) -> str:
+    points = run.points
+    curve = " ".join(f"{p.accuracy:.2f}" for p in points)
+    return (
+        f"{run.name:<26} wall {run.wall_s:6.1f} s  rounds {run.rounds:3d}"
+        f" (failed {run.failed_rounds})  virtual {run.virtual_time / HOUR:6.3f} h"
+        f"  median round {statistics.median(run.round_durations() or [0.0]):6.1f} s"
+        f"  to {target:.2f}: {fmt_hours(run.time_to(target))} h"
+        f" (round {run.round_to(target) or '-'})  final {run.final_accuracy or 0:.3f}"
+        f"  [{curve}]"
+    )
+
+
+def print_table(rows: list[Row], study: Study) -> None:
+    by = {(r.policy, r.adaptive): r for r in rows}
+    print()
+    print(
+        f"time to {study.target:.0%} accuracy (virtual hours, median over seeds; '-': most seeds"
+        " never reached it)"
+    )
+    header = (
+        f"{'policy':<10} {'adaptive':<8} {'hours':>7} {'reached':>7} {'rounds':>6}"
+        f" {'final':>6} {'round s':>7} {'vs random':>9} {'adapt gain':>10} {'wall s':>7}"
+        "  hours per seed"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        base = by.get(("random", r.adaptive))
+        off = by.get((r.policy, False))
+        gain = _ratio(off.tta, r.tta) if r.adaptive and off is not None else ""
+        rounds = "-" if r.rounds_to is None else f"{r.rounds_to:.0f}"
+        final = "-" if r.final is None else f"{r.final:.3f}"
+        print(
+            f"{r.policy:<10} {'on' if r.adaptive else 'off':<8} {fmt_hours(r.tta):>7}"
+            f" {r.reached:>3}/{len(r.runs):<3} {rounds:>6} {final:>6} {r.round_s:>7.1f}"
+            f" {_ratio(base.tta if base else None, r.tta):>9} {gain:>10} {r.wall:>7.1f}"
+            f"  {' '.join(fmt_hours(run.time_to(study.target)) for run in r.runs)}"
+        )
+
+
+def call_report(run_dirs: list[Path], out: Path, target: float) -> None:
+    if importlib.util.find_spec("coordinator.report") is None:
+        print("(coordinator.report is not there yet: no plots)")
+        return
+    from coordinator import report  # type: ignore[attr-defined]
+
+    argv = [*map(str, run_dirs), "--out", str(out), "--target", str(target), "--baseline", "random"]
+    try:
+        report.main(argv)
+        print(f"report written to {out}")
+    except Exception as exc:  # the report is a convenience; the table above is the result
+        print(f"coordinator report failed: {exc!r}")
+
+
+async def run_study(args: argparse.Namespace, study: Study) -> list[Row]:
+    fleet = build_flash(args.traces, study.clients, seed=study.fleet_seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[str, bool], list[RunResult]] = {}
+    began = time.monotonic()
+    async with Bench(fleet, out / "_bench") as bench:
+        print(f"{study.clients} agents connected in {bench.connect_s:.1f} s", flush=True)
+        plan = [
+            (seed, policy, adaptive)
+            for seed in args.seed_list  # seed-major: a cut-short study has whole seeds
+            for policy in args.policy_list
+            for adaptive in args.mode_list
+        ]
+        longest = 0.0
+        for i, (seed, policy, adaptive) in enumerate(plan):
+            elapsed = time.monotonic() - began
+            if elapsed + 1.2 * longest > args.max_minutes * 60:
+                print(f"stopping: {elapsed / 60:.0f} min spent, {len(plan) - i} runs left undone")
+                break
+            job = study.job(bench, policy, adaptive, seed)
+            run = await bench.run_job(job, out, reuse=args.reuse)
+            longest = max(longest, run.wall_s)
+            results.setdefault((policy, adaptive), []).append(run)
+            print(describe_run(run, study.target), flush=True)
+    print(f"study wall time {time.monotonic() - began:.0f} s")
+    rows = [
+        Row(p, a, results[(p, a)], study.target)
+        for p in args.policy_list
+        for a in args.mode_list
+        if (p, a) in results
+    ]
+    summary = {
+        "study": study.__dict__,
+        "seeds": args.seed_list,
+        "runs": {
+            r.name: {
+                "policy": p,
+                "adaptive": a,
+                "time_to_target_s": r.time_to(study.target),
+                "round_to_target": r.round_to(study.target),
+                "final_accuracy": r.final_accuracy,
+                "rounds": r.rounds,
+                "virtual_s": r.virtual_time,
+                "wall_s": r.wall_s,
+                "points": [p_.__dict__ for p_ in r.points],
+            }
+            for (p, a), runs in results.items()
+            for r in runs
+        },
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--traces", default=str(DEFAULT_TRACES), help="FLASH-derived traces dir")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="mnist_5k.csv.gz")
+    parser.add_argument("--out", default="runs/tta", help="run directories go here")
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--fleet-seed", type=int, default=1)
+    parser.add_argument("--k", type=int, default=20, help="participants kept per round")
+    parser.add_argument("--overcommitment", type=float, default=1.3)
+    parser.add_argument("--rounds", type=int, default=45)
+    parser.add_argument("--eval-interval", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
+    parser.add_argument("--time-model-params", type=int, default=1_500_000)
+    parser.add_argument("--t-budget", type=float, default=10.0)
+    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--modes", default="off,on", help="adaptive training: off, on or both")
+    parser.add_argument(
+        "--quick", action="store_true", help="random and oort, one seed, fewer rounds"
+    )
+    parser.add_argument("--reuse", action="store_true", help="read back finished run dirs")
+    parser.add_argument(
+        "--max-minutes", type=float, default=85.0, help="start no run that would end later"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.policies = "1", "random,oort"
+        args.rounds = min(args.rounds, 30)
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.policy_list = [p for p in args.policies.split(",") if p]
+    args.mode_list = [{"off": False, "on": True}[m] for m in args.modes.split(",")]
+    for path in (args.traces, args.data):
+        if not Path(path).exists():
+            parser.error(f"{path} does not exist")
+    study = Study(
+        clients=args.clients,
+        fleet_seed=args.fleet_seed,
+        k=args.k,
+        overcommitment=args.overcommitment,
+        rounds=args.rounds,
+        eval_interval=args.eval_interval,
+        local_steps=args.local_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        alpha=args.alpha,
+        time_model_params=args.time_model_params,
+        t_budget=args.t_budget,
+        target=args.target,
+        data=str(Path(args.data).resolve()),
+    )
+    quiet_logs()
+    stop_on_sigterm()
+    print(
+        f"fleet: {study.clients} FLASH-derived clients (seed {study.fleet_seed}) from {args.traces}\n"
+        f"job: MNIST-5k Dirichlet({study.alpha}), 784-128-10 MLP, K={study.k} of"
+        f" floor({study.k}*{study.overcommitment}), {study.rounds} rounds, {study.local_steps}"
+        f" local steps x batch {study.batch_size}, lr {study.learning_rate}, eval every"
+        f" {study.eval_interval} rounds on every agent's held-out split\n"
+        f"time model: {study.time_model_params:,} params charged; adaptive t_budget"
+        f" {study.t_budget:.0f} s; seeds {args.seed_list}; policies {args.policy_list}"
+    )
+    rows = asyncio.run(run_study(args, study))
+    print_table(rows, study)
+    out = Path(args.out)
+    run_dirs = sorted(p for p in out.iterdir() if (p / "events.jsonl").exists())
+    call_report(run_dirs, out / "report", study.target)
+
+
+if __name__ == "__main__":
+    main()

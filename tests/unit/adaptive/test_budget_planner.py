@@ -429,3 +429,14 @@ def test_budget_invariant_when_steps_take_the_estimate(
     assert not report.over_budget
     if not phase_2 and report.steps > 1:  # phase 1 only: full upload whenever it fits
         assert finish.keep_frac == 1.0 or upload(1.0) > budget - run.spent_s
+
+
+def test_adaptive_steps_are_capped_by_local_data_and_ten_times_local_steps() -> None:
+    from edge_agent.adaptive import knobs_of
+    from fedbus_protocol.messages import TrainConfig
+
+    config = TrainConfig(model="m:f", data="d:f", local_steps=5, batch_size=10)
+    assert knobs_of(config).max_steps == 50  # 10x the job's local steps
+    assert knobs_of(config, num_train=4).max_steps == 5  # 1 batch: five passes, floor E
+    assert knobs_of(config, num_train=95).max_steps == 50  # 10 batches: 5 passes = 50
+    assert knobs_of(config, num_train=1000).max_steps == 50

@@ -18,10 +18,15 @@ Sizing (defaults): 1,000 clients (~8 % online at a time on the FLASH traces, so 
 asks 26 of ~60-110 online), K = 20, 45 rounds, validation every 3 rounds by all 1,000
 agents (~2 s of wall each), 5 local steps x batch 10, 1.5 M parameters charged on the
 time model (6 MB each way: transfers dominate, median round ~10 s), t_budget 10 s (about
-the non-adaptive median round). Measured on the 2-core machine: 45-105 s wall per
-non-adaptive run, 130-185 s per adaptive one (26 agents train, up to 10x the steps); the
-full study (24 runs) took 44 min. ``--max-minutes`` (85) starts no run that would end
+the non-adaptive median round). Measured on the 2-core machine (with the planner's
+five-passes step cap): 49-77 s wall per run; the full study (24 runs) took 25 min,
+``--quick`` (4 runs) about 3.5 min. ``--max-minutes`` (85) starts no run that would end
 later; ``--reuse`` reads finished run directories back instead of running them again.
+
+Result (2026-11-23, target 80 %, median of 3 seeds): random 0.054 h; Oort 1.65x, Bliss
+1.38x, PyramidFL 0.96x over random; adaptive on vs off: random 1.32x, PyramidFL 1.46x,
+Bliss 1.27x, Oort 0.73x. Two near-identical rows (Oort and PyramidFL, both adaptive)
+differ by 1.2x: at 3 seeds, gaps below ~1.3x are within the noise.
 
 Anchors (ALGORITHMS.md §6): Oort 1.2x-14.1x over random; Bliss adaptive ~2x over
 non-adaptive on FEMNIST / Google Speech.
@@ -116,9 +121,10 @@ def selector_for(policy: str, adaptive: bool, seed: int, t_budget: float) -> dic
     - Bliss's own ``t_budget`` knob (default 300 s) overrides the job's budget: it gets
       the job's value so every adaptive row trains under the same budget.
     - PyramidFL with adaptive training: its idle-time step override is switched off. The
-      budget planner already turns idle time into steps, and its cap is 10x the *task's*
-      local steps, which PyramidFL has already raised up to 11x: both together run up
-      to 110x the job's steps (see the report that came with this benchmark).
+      budget planner already turns idle time into steps, and it caps them relative to the
+      *task's* local steps, which PyramidFL has already raised up to 11x (before the
+      planner's data cap that made 1,100 steps at local_steps 10; with it still 11x, as
+      max(5 * batches, task steps) is the override itself).
     """
     selector: dict[str, Any] = {"name": policy, "seed": seed}
     if policy == "bliss":

@@ -18,6 +18,14 @@ that or none at all; those are topped up to ``MIN_PARTITION`` samples with sampl
 from the largest partitions (seeded), so every agent has at least one training and one
 test sample. Every agent holds out ``test_frac`` of its own partition for validation;
 over all agents the held-out samples form one global test set of ~``test_frac`` x 5,000.
+
+``load_test`` returns that global test set, every partition's held-out split concatenated
+in partition order (~1,000 samples at ``test_frac`` 0.2, the exact count depends on the
+partitioning), so a coordinator can evaluate the global model on it. It takes the job's
+``data_args`` as they are (all keywords), plus ``limit``:
+
+    test_data: examples.mnist:load_test
+    test_data_args: {path: ../shared/data/mnist_5k.csv.gz, num_partitions: 1000, alpha: 0.5}
 """
 
 from __future__ import annotations
@@ -31,7 +39,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from examples.partition import dirichlet_partition, iid_partition, split_train_test
+from examples.partition import (
+    dirichlet_partition,
+    iid_partition,
+    sample_indices,
+    split_train_test,
+)
 
 NUM_FEATURES = 784
 NUM_CLASSES = 10
@@ -112,3 +125,28 @@ def load_partition(
         TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx])),
         TensorDataset(torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx])),
     )
+
+
+def load_test(
+    *,
+    path: str,
+    num_partitions: int,
+    alpha: float | None = 0.5,
+    seed: int = 0,
+    test_frac: float = 0.2,
+    limit: int | None = None,
+) -> TensorDataset:
+    """The global test set: every partition's test split of ``load_partition``, concatenated.
+
+    Same arguments as ``load_partition`` (so the same split), all keywords. ``limit``
+    keeps a fixed uniform subset of that many (seed 0, whatever ``seed`` is), in order.
+    """
+    key = str(Path(path).expanduser().resolve())
+    x, y = _load(key)
+    parts = _partitions(key, num_partitions, alpha, seed)
+    # The same split_train_test call as load_partition, so no test sample is ever trained on.
+    test_idx = np.concatenate(
+        [split_train_test(part, test_frac, seed + i)[1] for i, part in enumerate(parts)]
+    )
+    test_idx = test_idx[sample_indices(len(test_idx), limit, 0)]
+    return TensorDataset(torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -37,7 +39,22 @@ def dirichlet_partition(
     return parts
 
 
-def split_train_test(indices: np.ndarray, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_train_test(
+    indices: np.ndarray, test_frac: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(indices)
     n_test = max(1, round(len(order) * test_frac)) if len(order) > 1 else 0
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def sample_indices(num_samples: int, k: int | None, seed: int | Sequence[int]) -> np.ndarray:
+    """A seeded uniform subset of ``k`` of ``range(num_samples)``, sorted (all when ``k`` is None).
+
+    Sorted so a subset keeps the source's order: the same ``k`` and ``seed`` always pick
+    the same samples, and a smaller data set is a quick stand-in for the full one.
+    """
+    if k is None or k >= num_samples:
+        return np.arange(num_samples)
+    if k < 1:
+        raise ValueError(f"a subset needs at least 1 sample, got {k}")
+    return np.sort(np.random.default_rng(seed).choice(num_samples, size=k, replace=False))

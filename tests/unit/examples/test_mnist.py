@@ -144,3 +144,52 @@ def test_the_model_learns_mnist_5k_centrally() -> None:
     with torch.no_grad():
         accuracy = float((model(tx).argmax(1) == ty).float().mean())
     assert accuracy > 0.85
+
+
+def _tiny_csv(path: Path, rows: int = 400) -> Path:
+    """A gzipped CSV in MNIST-5k's layout (784 pixels, then the label), classes balanced."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(rows, 784))
+    labels = np.arange(rows) % 10
+    with gzip.open(path, "wt") as f:
+        for p, label in zip(pixels, labels, strict=True):
+            f.write(",".join(map(str, [*p, label])) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("alpha", [None, 0.5])
+def test_load_test_is_every_partitions_test_split(tmp_path: Path, alpha: float | None) -> None:
+    path = str(_tiny_csv(tmp_path / "tiny.csv.gz"))
+    kw: dict[str, object] = {"alpha": alpha, "seed": 3, "test_frac": 0.25}
+    splits = [mnist.load_partition(i, 12, path=path, **kw)[1] for i in range(12)]  # type: ignore[arg-type]
+    test = mnist.load_test(path=path, num_partitions=12, **kw)  # type: ignore[arg-type]
+    assert torch.equal(test.tensors[0], torch.cat([s.tensors[0] for s in splits]))
+    assert torch.equal(test.tensors[1], torch.cat([s.tensors[1] for s in splits]))
+    assert test.tensors[0].dtype == torch.float32 and test.tensors[1].dtype == torch.int64
+
+
+def test_load_test_limit_is_a_fixed_subset_in_order(tmp_path: Path) -> None:
+    path = str(_tiny_csv(tmp_path / "tiny.csv.gz"))
+    full = mnist.load_test(path=path, num_partitions=8)
+    a = mnist.load_test(path=path, num_partitions=8, limit=30)
+    b = mnist.load_test(path=path, num_partitions=8, limit=30)
+    assert len(a) == 30 and torch.equal(a.tensors[0], b.tensors[0])
+    rows = [row.numpy().tobytes() for row in full.tensors[0]]
+    positions = [rows.index(row.numpy().tobytes()) for row in a.tensors[0]]
+    assert positions == sorted(positions)
+    assert len(mnist.load_test(path=path, num_partitions=8, limit=10**6)) == len(full)
+
+
+@needs_data
+def test_load_test_is_the_global_test_set_of_the_study() -> None:
+    # 1,000 agents at alpha 0.5: ~20 % of 5,000 held out, disjoint from every training split.
+    test = mnist.load_test(path=str(DATA), num_partitions=1000, alpha=0.5)
+    parts = _all(1000, alpha=0.5)
+    assert len(test) == sum(len(p[3]) for p in parts)
+    assert torch.equal(test.tensors[1], torch.cat([p[3] for p in parts]))
+    trained = {row.numpy().tobytes() for p in parts for row in p[0]}
+    held_out = {row.numpy().tobytes() for row in test.tensors[0]}
+    # The file's 5,000 images are distinct, so comparing rows is comparing samples.
+    assert len(held_out) == len(test) and not held_out & trained

@@ -122,6 +122,10 @@ class TrainConfig(BaseModel):
     data: str
     data_args: dict[str, Scalar] = Field(default_factory=dict)
     local_steps: int = Field(20, ge=0)
+    # The job's own local steps (E) when a selector's override raised ``local_steps``: the
+    # agent caps raised steps at max(5 * batches, E) and needs E to do so. None: same as
+    # local_steps.
+    base_local_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from edge_agent.budget_planner import BudgetKnobs, BudgetPlanner, Finish, MeasureUtility, RunSteps
 from edge_agent.compression import topk_norm
+from edge_agent.step_cap import adaptive_max_steps
 from edge_agent.trainer import TrainSession
 from fedbus_protocol.messages import TrainConfig
 
@@ -31,21 +32,18 @@ class StepCost:
 def knobs_of(config: TrainConfig, num_train: int | None = None) -> BudgetKnobs:
     """The planner's knobs; steps are capped as PyramidFL's learner caps them.
 
-    Idle time may buy at most 10x the job's local steps, and never more than five passes
-    over the local data (max(5 * batches, local_steps)): on a device holding a handful of
-    samples, dozens of extra steps only overfit its skewed labels (measured on MNIST-5k
-    over 1,000 clients: 50 steps on ~4 samples each made accuracy collapse).
+    Idle time may buy at most 10x the job's local steps E, and never more than five passes
+    over the local data (max(5 * batches, E)): on a device holding a handful of samples,
+    dozens of extra steps only overfit its skewed labels (measured on MNIST-5k over 1,000
+    clients: 50 steps on ~4 samples each made accuracy collapse). E is the job's base
+    steps, not ``local_steps``, which a PyramidFL override may already have raised.
     """
-    cap = 10 * config.local_steps
-    if num_train is not None and num_train > 0:
-        batches = -(-num_train // config.batch_size)
-        cap = min(cap, max(5 * batches, config.local_steps))
     return BudgetKnobs(
         budget_recheck_steps=config.budget_recheck_steps,
         ewma_lambda=config.ewma_lambda,
         min_payload_frac=config.min_payload_frac,
         run_phase_2=config.run_phase_2,
-        max_steps=max(1, cap),
+        max_steps=adaptive_max_steps(config, num_train),
     )
 
 

@@ -68,10 +68,11 @@ class VirtualTraining:
                 config, identity.partition, model.tensors, model.layout, seed=seed
             )
             outcome.keep_frac = config.keep_frac
+            # Charge the steps that ran: the learner cap may have cut a raised step count.
             work = RoundWork.dense(
                 params,
                 config.batch_size,
-                config.local_steps,
+                outcome.steps,
                 upload_bytes(params, config.keep_frac, value_dtype),
             )
             times = simulate_round(profile, start, work, seed=config.seed, round_=task.round)

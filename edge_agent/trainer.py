@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from edge_agent.step_cap import fixed_steps
 from edge_agent.torch_state import load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
 from fedbus_protocol.entry_points import resolve
@@ -119,14 +120,20 @@ class LocalTrainer:
         steps: int | None = None,
         plan: Callable[[TrainSession], None] | None = None,
     ) -> TrainOutcome:
-        """Train from the global weights; ``plan`` (adaptive training) drives the steps."""
+        """Train from the global weights; ``plan`` (adaptive training) drives the steps.
+
+        Without a plan the session runs :func:`~edge_agent.step_cap.fixed_steps`, which may
+        be fewer than ``config.local_steps``; ``TrainOutcome.steps`` says how many ran.
+        """
         data = self.partition(config, partition)
         model = self.model(config.model)
         load_numpy_state(model, global_tensors)
         session = TrainSession(self, model, data, config, layout, global_tensors, seed)
         started = time.perf_counter()
         if plan is None:
-            session.run_steps(config.local_steps if steps is None else steps)
+            # An explicit ``steps`` is the caller's decision; the task's own steps get
+            # PyramidFL's learner cap where an override raised them above the job's.
+            session.run_steps(fixed_steps(config, data.num_train) if steps is None else steps)
         else:
             plan(session)
         outcome = session.outcome(time.perf_counter() - started)

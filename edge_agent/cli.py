@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
-from edge_agent.profile import detect_profile
+from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
 from fedbus_protocol.broker_args import add_broker_args, broker_settings
+from fedbus_protocol.messages import Scalar
 from fedbus_protocol.topics import check_id
 
 
@@ -23,7 +25,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     trainer = LocalTrainer(args.device)
-    profile = detect_profile(trainer.device, partition=args.partition)
+    data = data_spec(args)
+    size = partition_size(trainer, data, args.partition) if data is not None else None
+    profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
@@ -44,12 +48,51 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or 1)
     fleet = load_fleet(args.fleet)
     emulator = Emulator(
-        fleet, broker_settings(args), count=args.count, offset=args.offset, name=args.name
+        fleet,
+        broker_settings(args),
+        count=args.count,
+        offset=args.offset,
+        name=args.name,
+        data=data_spec(args),
     )
     print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(emulator.run())
     return 0
+
+
+def parse_data_args(text: str) -> dict[str, Scalar]:
+    """``--data-args``: a JSON object of scalars, as a job's ``data_args``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        v is None or isinstance(v, str | int | float | bool) for v in value.values()
+    ):
+        raise argparse.ArgumentTypeError("must be a JSON object of scalars")
+    return value
+
+
+def data_spec(args: argparse.Namespace) -> DataSpec | None:
+    return DataSpec(args.data, args.data_args) if args.data else None
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    # The coordinator registers agents with its selector before any task tells them the
+    # job's data: only an agent told up front can report its sample count in its profile.
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="the job's data entry point (module:callable), to report the partition's "
+        "training-set size in the agent's profile (selectors start from it)",
+    )
+    parser.add_argument(
+        "--data-args",
+        type=parse_data_args,
+        default={},
+        help="the job's data_args as a JSON object (with --data)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
+    add_data_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -81,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default="emulator", help="client-id prefix of the model listener"
     )
     emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_data_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 
     args = parser.parse_args(argv)
+    if args.data_args and not args.data:
+        parser.error("--data-args needs --data")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import resource
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.agent import AgentIdentity, EdgeAgent, UpdatePlan
 from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.profile import DataSpec, partition_size
 from edge_agent.trainer import LocalTrainer, TrainOutcome, TrainSession
 from fedbus_protocol import bus
 from fedbus_protocol.errors import FedbusProtocolError
@@ -166,6 +168,41 @@ class ModelListener:
                         log.warning("model listener: dropped model: %s", exc)
 
 
+def emulated_profile(device: DeviceProfile, num_samples: int | None) -> AgentProfile:
+    """An emulated agent's profile: its fleet entry's partition and metadata, its data size."""
+    return AgentProfile(
+        emulated=True,
+        partition=device.partition,
+        num_samples=num_samples,
+        static=dict(device.static),
+    )
+
+
+def fleet_sizes(
+    trainer: LocalTrainer, data: DataSpec | None, devices: Sequence[DeviceProfile]
+) -> dict[int, int]:
+    """Training samples per partition of ``devices``; empty without the job's data.
+
+    Partitions are loaded once each into the trainer's cache, which the first round's
+    tasks then reuse (the data entry point is expected to cache its file and partition
+    table, as examples.mnist does: an emulator loads up to 1,000 partitions here).
+    """
+    if data is None:
+        return {}
+    sizes: dict[int, int] = {}
+    for device in devices:
+        if device.partition in sizes:
+            continue
+        try:
+            sizes[device.partition] = partition_size(trainer, data, device.partition)
+        except Exception as exc:  # the data entry point's own errors: say which agent
+            raise ValueError(
+                f"{device.client_id}: cannot load partition {device.partition} "
+                f"of {data.data}: {exc}"
+            ) from exc
+    return sizes
+
+
 class Emulator:
     """Runs ``count`` emulated agents of a fleet (from ``offset``) in this event loop."""
 
@@ -178,10 +215,13 @@ class Emulator:
         offset: int = 0,
         device: str = "cpu",
         name: str = "emulator",
+        data: DataSpec | None = None,
     ) -> None:
+        """``data``: the job's data, to report each agent's training-set size in its profile."""
         profiles = list(fleet)[offset : offset + count if count is not None else None]
         self.broker = broker
         self.trainer = LocalTrainer(device)
+        sizes = fleet_sizes(self.trainer, data, profiles)
         self.models = ModelStore()
         self.lock = asyncio.Lock()
         self.listener = ModelListener(broker, self.models, f"{name}-models")
@@ -189,9 +229,7 @@ class Emulator:
         self.agents = [
             EdgeAgent(
                 AgentIdentity(
-                    p.client_id,
-                    p.partition,
-                    AgentProfile(emulated=True, partition=p.partition, static=dict(p.static)),
+                    p.client_id, p.partition, emulated_profile(p, sizes.get(p.partition))
                 ),
                 broker,
                 self.trainer,

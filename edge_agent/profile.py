@@ -1,15 +1,24 @@
-"""What an agent says about its hardware in its retained status (read once at start)."""
+"""What an agent says about itself in its retained status (read once at start).
+
+Its hardware, and, when told the job's data at start-up, its training-set size: the
+coordinator registers an agent with the selectors before sending it any task, and Oort's
+initial reward and PyramidFL's initial gradient utility are that size (1 when unknown, so
+every agent would look alike until it has trained once).
+"""
 
 from __future__ import annotations
 
 import platform
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import torch
 
-from fedbus_protocol.messages import AgentProfile
+from edge_agent.trainer import LocalTrainer
+from fedbus_protocol.messages import AgentProfile, Scalar
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
@@ -23,7 +32,26 @@ def jetson_model(path: Path = DEVICE_TREE_MODEL) -> str | None:
     return name if "jetson" in name.lower() else None
 
 
-def detect_profile(device: torch.device, *, partition: int | None = None) -> AgentProfile:
+@dataclass(frozen=True)
+class DataSpec:
+    """The job's data entry point and arguments, as the job names them (``data``, ``data_args``)."""
+
+    data: str
+    data_args: Mapping[str, Scalar] = field(default_factory=dict)
+
+
+def partition_size(trainer: LocalTrainer, spec: DataSpec, partition: int) -> int:
+    """Training samples of ``partition``, as the trainer will train on them.
+
+    Loaded through the trainer's partition cache, so the first task of a job with the same
+    data arguments finds the partition already loaded instead of loading it twice.
+    """
+    return trainer.load_partition(spec.data, spec.data_args, partition).num_train
+
+
+def detect_profile(
+    device: torch.device, *, partition: int | None = None, num_samples: int | None = None
+) -> AgentProfile:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return AgentProfile(
         hostname=socket.gethostname(),
@@ -34,4 +62,5 @@ def detect_profile(device: torch.device, *, partition: int | None = None) -> Age
         gpu_name=gpu,
         jetson_model=jetson_model(),
         partition=partition,
+        num_samples=num_samples,
     )

@@ -25,7 +25,7 @@ from edge_agent.step_cap import fixed_steps
 from edge_agent.torch_state import load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
 from fedbus_protocol.entry_points import resolve
-from fedbus_protocol.messages import TrainConfig
+from fedbus_protocol.messages import Scalar, TrainConfig
 from fedbus_protocol.params import ParamLayout
 
 
@@ -94,9 +94,15 @@ class LocalTrainer:
         return self._models[spec]
 
     def partition(self, config: TrainConfig, partition: int) -> Partition:
-        key = (config.data, repr(sorted(config.data_args.items())), partition)
+        return self.load_partition(config.data, config.data_args, partition)
+
+    def load_partition(
+        self, data: str, data_args: Mapping[str, Scalar], partition: int
+    ) -> Partition:
+        """A partition, loaded once: by the first task, or at start-up for the profile."""
+        key = (data, repr(sorted(data_args.items())), partition)
         if key not in self._partitions:
-            train, test = resolve(config.data)(partition, **config.data_args)
+            train, test = resolve(data)(partition, **data_args)
             tx, ty = _as_tensors(train)
             vx, vy = _as_tensors(test)
             self._partitions[key] = Partition(

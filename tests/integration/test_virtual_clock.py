@@ -10,6 +10,8 @@ import numpy as np
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
+from edge_agent.profile import DataSpec
+from examples.digits import load_partition
 from fedbus_protocol import bus
 from fleet import load_fleet, save_fleet
 from fleet.builders import build_synthetic
@@ -43,7 +45,8 @@ async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
         seed=SEED,
         eval_interval=5,
     )
-    emulator = Emulator(fleet, settings, name="emu")
+    # Told the job's data, every emulated agent reports its partition size at start-up.
+    emulator = Emulator(fleet, settings, name="emu", data=DataSpec(config.data, config.data_args))
     ready = asyncio.Event()
     emu_task = asyncio.create_task(emulator.run(connected=ready))
     try:
@@ -56,6 +59,15 @@ async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
     finally:
         emu_task.cancel()
         await asyncio.gather(emu_task, return_exceptions=True)
+
+    # The sizes reached the coordinator's registry (the selectors' initial prior).
+    expected = {
+        p.client_id: len(load_partition(p.partition, **config.data_args)[0])  # type: ignore[arg-type]
+        for p in fleet
+    }
+    registered = {a: service.registry.profile(a) for a in expected}
+    assert {a: p.num_samples if p else None for a, p in registered.items()} == expected
+    assert len(set(expected.values())) > 1
 
     events = read_events(tmp_path / "virt" / "events.jsonl")
     begins = {e["round"]: e for e in events if e["event"] == "ROUND_BEGIN"}

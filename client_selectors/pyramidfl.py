@@ -12,7 +12,8 @@ client's sample count, and uses it only to plan the kept clients' round (``plan_
    the round lasts max t_k;
 3. idle time becomes extra local steps: ratio = min(10, β · ⌊(max t − t_k) / (compute_k / E)⌋
    / E) + 1 and steps = ⌊E · ratio⌋, so at most 11·E (+10x); a client with no compute time
-   estimate gets no extra steps.
+   estimate gets no extra steps. The agent runs at most max(5 · #batches, E) of them ([P]'s
+   learner cap; E reaches it as ``TrainConfig.base_local_steps``).
 
 The agent applies d as a magnitude top-k sparsification at keep = 1 − d (§0), not [P]'s
 per-tensor Bernoulli dropout. Stragglers receive the round's sample-weighted means of both

@@ -68,6 +68,14 @@ class JobConfig(BaseModel):
     eval_interval: int = Field(1, ge=0)
     eval_timeout: float = Field(30.0, gt=0)
     eval_max_clients: int = Field(100, ge=1)
+    # Server-side evaluation: the coordinator evaluates the global model on this fixed test
+    # set (an entry point returning a dataset like ``data``'s partitions) instead of asking
+    # agents. One number per evaluation, no agents' time, every round if wanted.
+    test_data: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    test_data_args: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    # Federated validation of round r's model runs alongside round r + 1's training (the
+    # agents get both tasks back to back), not as a stop between rounds.
+    eval_overlap: bool = True
 
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
@@ -97,6 +105,21 @@ class JobConfig(BaseModel):
         if self.clock == "virtual" and self.fleet is None:
             raise ValueError("clock: virtual needs a fleet file (field 'fleet')")
         return self
+
+    @property
+    def selector_knobs(self) -> dict[str, Any]:
+        """The selector's knobs; a selector with its own ``t_budget`` starts from the job's.
+
+        Bliss paces t_budget itself; without this its knob default (300 s) would silently
+        replace the budget the job file sets.
+        """
+        from client_selectors import SELECTORS
+
+        knobs = self.selector.knobs
+        cls = SELECTORS.get(self.selector.name)
+        if cls is not None and "t_budget" in cls.Knobs.model_fields and "t_budget" not in knobs:
+            knobs["t_budget"] = self.t_budget
+        return knobs
 
     @property
     def dispatch_count(self) -> int:
@@ -133,7 +156,7 @@ def _check_plugins(config: JobConfig, source: str) -> None:
     from coordinator.aggregation import AggregationError, check_knobs
 
     try:
-        make_selector(config.selector.name, config.selector.knobs, 0)
+        make_selector(config.selector.name, config.selector_knobs, 0)
     except SelectorConfigError as exc:
         field = exc.field if exc.field not in (None, "name", "knobs") else "name"
         raise JobConfigError(f"{source}: field selector.{field}: {exc}") from exc

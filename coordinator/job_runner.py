@@ -34,6 +34,7 @@ from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
+from coordinator.server_eval import ServerEvaluator
 from coordinator.update_check import (
     Assignment,
     Rejected,
@@ -44,6 +45,7 @@ from coordinator.update_check import (
 )
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from edge_agent.compression import upload_bytes
+from edge_agent.step_cap import fixed_steps
 from fedbus_protocol import chunking
 from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.errors import InvalidMessage
@@ -127,6 +129,18 @@ class RoundReport:
 
 
 @dataclass
+class _PendingEval:
+    """A validation sent out and not yet closed, and the round it completes."""
+
+    round: int
+    entry: dict[str, Any]  # the round's history entry: accuracy and loss are filled in
+    virtual_time: float | None  # when the round ended
+    assignments: dict[str, Assignment]
+    collection: Collection
+    results: dict[str, ResultMeta] = field(default_factory=dict)
+
+
+@dataclass
 class _Reply:
     agent: str
     meta: UpdateMeta
@@ -163,7 +177,7 @@ class JobRunner:
         self.events = EventLog(run_dir / "events.jsonl", self.job, self._publish_event)
         self.selector: ClientSelector = make_selector(
             config.selector.name,
-            config.selector.knobs,
+            config.selector_knobs,
             config.selector.seed if config.selector.seed is not None else config.seed,
         )
         self._registered: set[str] = set()
@@ -173,6 +187,13 @@ class JobRunner:
             fleet = self.fleet
             self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         self._stack: UpdateStack | None = None
+        self._row_of: dict[str, int] = {}
+        self._pending_eval: _PendingEval | None = None
+        self.server_eval = (
+            ServerEvaluator(config.model, config.test_data, config.test_data_args)
+            if config.test_data
+            else None
+        )
         self._model_buffer = bytearray()
         self._delta_buffer: np.ndarray | None = None
         # Chunked updates: at most two in-flight rounds' worth of unfinished transfers.
@@ -182,10 +203,11 @@ class JobRunner:
             timeout=config.round_timeout,
         )
         self._ingest_seconds = 0.0
-        # Task ids of the last closed rounds: a straggler's update that arrives after its
-        # round closed is expected with over-commitment, and is dropped as late, not hostile.
+        # Task ids of the last closed training round and the last two validations: a
+        # straggler's answer that arrives after its round closed is expected with
+        # over-commitment, and is dropped as late, not hostile; anything older is stale.
         self._closed_tasks: set[str] = set()
-        self._recent_closed: list[set[str]] = []
+        self._recent_closed: dict[str, list[set[str]]] = {"train": [], "validate": []}
         self.late_updates = 0
         self.layout: ParamLayout
         self.global_flat: np.ndarray
@@ -343,6 +365,7 @@ class JobRunner:
                 return False
             while self.completed_rounds < self.config.rounds:
                 await self._round(self.completed_rounds + 1)
+            await self._finish_validation()
             self._set_phase(JobPhase.FINISHED)
             await self.events.emit(
                 EventName.JOB_END,
@@ -411,10 +434,17 @@ class JobRunner:
     def _is_active(self, agent: str, t: float) -> bool:
         return self.fleet is not None and self.fleet.by_id(agent).is_active(t)
 
-    def _work(self, config: TrainConfig | None) -> RoundWork:
-        """What a round costs on the time model (``time_model_params`` stands in for P)."""
+    def _work(self, config: TrainConfig | None, agent: str | None = None) -> RoundWork:
+        """What a round costs on the time model (``time_model_params`` stands in for P).
+
+        Steps as the agent will run them: a raised override is capped by its data size.
+        """
         params = self.config.time_model_params or self.layout.num_params
-        steps = config.local_steps if config else self.config.local_steps
+        steps = self.config.local_steps
+        if config is not None:
+            profile = self.registry.profile(agent) if agent is not None else None
+            num_train = profile.num_samples if profile and profile.num_samples else None
+            steps = config.local_steps if num_train is None else fixed_steps(config, num_train)
         keep = config.keep_frac if config else 1.0
         dtype = np.float16 if self.config.value_dtype == "float16" else np.float32
         upload = upload_bytes(params, keep, dtype)
@@ -426,19 +456,34 @@ class JobRunner:
         """Virtual clock: estimate every candidate; non-adaptive rounds keep the K fastest."""
         if self.fleet is None or self.virtual_time is None:
             return None
-        start = self.virtual_time
-        estimates = {
+        estimates = self._estimates(round_, selected, configs)
+        k = self.config.num_participants if not self.config.adaptive_training else len(selected)
+        return plan_fastest(estimates, self.virtual_time, k, self._is_active)
+
+    def _estimates(
+        self, round_: int, agents: list[str], configs: dict[str, TrainConfig]
+    ) -> dict[str, float]:
+        """Time-model round durations, the same numbers the agents will compute."""
+        assert self.fleet is not None and self.virtual_time is not None
+        return {
             a: simulate_round(
                 self.fleet.by_id(a),
-                start,
-                self._work(configs[a]),
+                self.virtual_time,
+                self._work(configs[a], a),
                 seed=self.config.seed,
                 round_=round_,
             ).total
-            for a in selected
+            for a in agents
         }
-        k = self.config.num_participants if not self.config.adaptive_training else len(selected)
-        return plan_fastest(estimates, start, k, self._is_active)
+
+    def _replan(
+        self, round_: int, plan: VirtualPlan, configs: dict[str, TrainConfig]
+    ) -> VirtualPlan:
+        """The dispatched agents' durations under their overridden work (steps, dropout)."""
+        estimates = self._estimates(round_, plan.dispatched, configs)
+        durations = {**plan.durations, **estimates}
+        length = max(estimates.values(), default=plan.round_duration)
+        return VirtualPlan(plan.dispatched, durations, plan.inactive, plan.not_dispatched, length)
 
     def _now(self) -> float:
         return self.virtual_time if self.virtual_time is not None else time.time()
@@ -450,6 +495,7 @@ class JobRunner:
             data=c.data,
             data_args=c.data_args,
             local_steps=c.local_steps if local_steps is None else local_steps,
+            base_local_steps=c.local_steps,
             batch_size=c.batch_size,
             learning_rate=c.learning_rate,
             momentum=c.momentum,
@@ -510,16 +556,22 @@ class JobRunner:
             self.config.dispatch_count, self._now(), online
         )
         selected = list(selection.clients)
-        overrides = self.selector.plan_overrides(selected, self.config.local_steps)
+        plan = self._virtual_plan(round_, selected, dict.fromkeys(selected, self._train_config()))
+        dispatched = plan.dispatched if plan is not None else selected
+        # Per-client overrides (PyramidFL) plan the round of the agents that will train:
+        # on the virtual clock the K kept of the over-committed sample, whose ranks and
+        # idle time are relative to each other, not to clients that were never sent.
+        overrides = self.selector.plan_overrides(dispatched, self.config.local_steps)
         configs = {
             a: self._train_config(
                 overrides[a].local_steps if a in overrides else None,
                 1.0 - overrides[a].dropout_frac if a in overrides else 1.0,
             )
-            for a in selected
+            for a in dispatched
         }
-        plan = self._virtual_plan(round_, selected, configs)
-        dispatched = plan.dispatched if plan is not None else selected
+        if overrides and plan is not None:
+            plan = self._replan(round_, plan, configs)
+        self._row_of = {agent: row for row, agent in enumerate(dispatched)}
         begin: dict[str, Any] = {
             "selected": selected,
             "dispatched": dispatched,
@@ -561,7 +613,7 @@ class JobRunner:
             failures=failures,
             stack=stack,
         )
-        self._remember_closed(assignments)
+        self._remember_closed(assignments, "train")
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -600,8 +652,13 @@ class JobRunner:
             self.virtual_time += virtual_duration or 0.0
         if report.ok:
             await self.publish_model()
-        if report.ok and self._eval_due(round_):
-            await self._validate(round_, report)
+        # The last round's validation ran alongside this round's training: it ends first,
+        # so ROUND_END events stay in round order.
+        await self._finish_validation()
+        validate = report.ok and self._eval_due(round_)
+        if validate and self.server_eval is not None:
+            await self._evaluate_on_server(report)
+            validate = False
         self.completed_rounds = round_
         # Where the coordinator's own time went (training and waiting excluded).
         timing = {
@@ -613,27 +670,42 @@ class JobRunner:
         report.extra["timing"] = timing
         entry = report.as_dict()
         self.history.append(entry)
+        if validate:
+            await self._start_validation(round_, entry)
+            if not self.config.eval_overlap or round_ == self.config.rounds:
+                await self._finish_validation()
         t5 = time.perf_counter()
         self._checkpoint()
         timing["checkpoint_s"] = time.perf_counter() - t5
         timing["overhead_s"] = sum(timing.values())
-        entry["timing"] = timing
-        if report.accuracy is not None:
+        if not validate:  # else the validation's end emits it, now or next round
+            await self._emit_round_end(entry, self.virtual_time)
+        await self.publish_status()
+
+    async def _emit_round_end(self, entry: dict[str, Any], virtual_time: float | None) -> None:
+        round_ = entry["round"]
+        if entry.get("accuracy") is not None:
             await self.events.emit(
                 EventName.TEST_RESULT,
                 round_,
-                {"accuracy": report.accuracy, "loss": report.loss},
-                virtual_time=self.virtual_time,
+                {"accuracy": entry["accuracy"], "loss": entry["loss"]},
+                virtual_time=virtual_time,
             )
-        name = EventName.ROUND_END if report.ok else EventName.ROUND_FAILED
-        await self.events.emit(name, round_, report.as_dict(), virtual_time=self.virtual_time)
-        await self.publish_status()
+        name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
+        await self.events.emit(name, round_, entry, virtual_time=virtual_time)
 
-    def _remember_closed(self, assignments: dict[str, Assignment]) -> None:
-        """Task ids of the last few closed rounds, so late answers are told from forgeries."""
-        self._recent_closed.append({a.task_id for a in assignments.values()})
-        del self._recent_closed[:-3]
-        self._closed_tasks = set().union(*self._recent_closed)
+    def _remember_closed(self, assignments: dict[str, Assignment], kind: str) -> None:
+        """Task ids of recently closed tasks, so late answers are told from forgeries.
+
+        Counted per kind, not per closing order: validations overlap the next round's
+        training, so they close in a different order than they were sent.
+        """
+        recent = self._recent_closed[kind]
+        recent.append({a.task_id for a in assignments.values()})
+        del recent[: -(1 if kind == "train" else 2)]
+        self._closed_tasks = set().union(
+            *self._recent_closed["train"], *self._recent_closed["validate"]
+        )
 
     def _choose_kept(
         self,
@@ -719,7 +791,16 @@ class JobRunner:
         self._stack.reset()  # rows of earlier rounds may not be aggregated by mistake
         return self._stack
 
-    async def _validate(self, round_: int, report: RoundReport) -> None:
+    async def _evaluate_on_server(self, report: RoundReport) -> None:
+        assert self.server_eval is not None
+        tensors = self.layout.unflatten(self.global_flat)
+        loss, accuracy, count = await asyncio.to_thread(self.server_eval.evaluate, tensors)
+        report.accuracy, report.loss = accuracy, loss
+        report.extra["eval_examples"] = count
+        self.last_accuracy, self.last_loss = accuracy, loss
+
+    async def _start_validation(self, round_: int, entry: dict[str, Any]) -> None:
+        """Send validate tasks for the model just published; results are taken as they come."""
         self._set_phase(JobPhase.VALIDATING)
         online = self.registry.online()
         agents = (
@@ -737,18 +818,25 @@ class JobRunner:
             required=1,
             deadline=time.monotonic() + self.config.eval_timeout,
         )
-        results: dict[str, ResultMeta] = {}
-        await self._drain(
-            until=None, collection=collection, assignments=assignments, results=results
-        )
-        self._remember_closed(assignments)
-        answered = [r for r in results.values() if r.num_examples > 0]
+        self._pending_eval = _PendingEval(round_, entry, self.virtual_time, assignments, collection)
+
+    async def _finish_validation(self) -> None:
+        """Wait for the outstanding validation to close, record it and end its round."""
+        pending = self._pending_eval
+        if pending is None:
+            return
+        await self._drain(until=None, collection=pending.collection)
+        self._remember_closed(pending.assignments, "validate")
+        self._pending_eval = None
+        answered = [r for r in pending.results.values() if r.num_examples > 0]
+        entry = pending.entry
         if answered:
             weights = [r.num_examples for r in answered]
-            report.accuracy = float(np.average([r.accuracy for r in answered], weights=weights))
-            report.loss = float(np.average([r.loss for r in answered], weights=weights))
-            report.extra["eval_agents"] = len(answered)
-            self.last_accuracy, self.last_loss = report.accuracy, report.loss
+            entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
+            entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
+            entry["eval_agents"] = len(answered)
+            self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
+        await self._emit_round_end(entry, pending.virtual_time)
 
     # -- the inbox --------------------------------------------------------------------
     async def _drain(
@@ -759,10 +847,12 @@ class JobRunner:
         assignments: dict[str, Assignment] | None = None,
         replies: dict[str, _Reply] | None = None,
         failures: dict[str, UpdateMeta] | None = None,
-        results: dict[str, ResultMeta] | None = None,
         stack: UpdateStack | None = None,
     ) -> None:
-        """Handle inbox items until ``until`` (monotonic) or until ``collection`` closes."""
+        """Handle inbox items until ``until`` (monotonic) or until ``collection`` closes.
+
+        Validation results go to the outstanding validation whatever is being waited for.
+        """
         assignments = assignments or {}
         while True:
             now = time.monotonic()
@@ -781,6 +871,9 @@ class JobRunner:
             except TimeoutError:
                 continue
             if item.kind == "lost":
+                pending = self._pending_eval
+                if pending is not None and item.agent in pending.collection.pending:
+                    pending.collection.lose(item.agent, time.monotonic())
                 if collection is not None and item.agent in collection.pending:
                     collection.lose(item.agent, time.monotonic())
                     await self.events.emit(
@@ -792,7 +885,7 @@ class JobRunner:
                 if item.kind == "update":
                     await self._take_update(item, collection, assignments, replies, failures, stack)
                 elif item.kind == "result":
-                    self._take_result(item, collection, assignments, results)
+                    self._take_result(item)
             except Rejected as exc:
                 self.rejected[exc.reason] += 1
                 log.warning(
@@ -857,7 +950,9 @@ class JobRunner:
             failures[item.agent] = meta
             collection.lose(item.agent, time.monotonic())
             return
-        row_index = len(replies)
+        # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
+        # (and so the whole run) is then the same whatever order the bus delivers in.
+        row_index = self._row_of.get(item.agent, len(replies))
         row = stack.row(row_index)
         if len(item.payload) > INLINE_DECODE_BYTES:
             await asyncio.to_thread(write_update, meta, tensors, self.layout, row)
@@ -868,22 +963,18 @@ class JobRunner:
         )
         collection.accept(item.agent, time.monotonic())
 
-    def _take_result(
-        self,
-        item: Inbound,
-        collection: Collection | None,
-        assignments: dict[str, Assignment],
-        results: dict[str, ResultMeta] | None,
-    ) -> None:
+    def _take_result(self, item: Inbound) -> None:
         meta = decode_result(item.payload, 1 << 20)
         if meta.task_id in self._closed_tasks and meta.agent == item.agent:
             self.late_updates += 1
             return
-        if collection is not None and item.agent in collection.lost:
+        pending = self._pending_eval
+        if pending is None:
+            raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
+        collection = pending.collection
+        if item.agent in collection.lost:
             self.late_updates += 1  # it was given up for lost (it went offline) and came back
             return
-        if results is None or collection is None:
-            raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
         check_header(
             job=self.job,
             topic_agent=item.agent,
@@ -892,13 +983,13 @@ class JobRunner:
             task_id=meta.task_id,
             round_=meta.round,
             version=meta.model_version,
-            assignment=assignments.get(item.agent),
-            already_received=item.agent in results or item.agent not in collection.pending,
+            assignment=pending.assignments.get(item.agent),
+            already_received=item.agent in pending.results or item.agent not in collection.pending,
         )
         if not meta.success:
             collection.lose(item.agent, time.monotonic())
             return
-        results[item.agent] = meta
+        pending.results[item.agent] = meta
         collection.accept(item.agent, time.monotonic())
 
 

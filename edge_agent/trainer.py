@@ -47,7 +47,7 @@ class Partition:
         return int(self.test_y.shape[0])
 
 
-def _as_tensors(ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def as_tensors(ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
         return ds.tensors[0], ds.tensors[1]
     xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)  # type: ignore[arg-type]
@@ -103,8 +103,8 @@ class LocalTrainer:
         key = (data, repr(sorted(data_args.items())), partition)
         if key not in self._partitions:
             train, test = resolve(data)(partition, **data_args)
-            tx, ty = _as_tensors(train)
-            vx, vy = _as_tensors(test)
+            tx, ty = as_tensors(train)
+            vx, vy = as_tensors(test)
             self._partitions[key] = Partition(
                 tx.to(self.device), ty.to(self.device), vx.to(self.device), vy.to(self.device)
             )
@@ -153,17 +153,25 @@ class LocalTrainer:
         data = self.partition(config, partition)
         model = self.model(config.model)
         load_numpy_state(model, global_tensors)
-        model.eval()
-        if data.num_test == 0:
-            return 0.0, 0.0, 0
-        total_loss, correct = 0.0, 0
-        for start in range(0, data.num_test, 1024):
-            x = data.test_x[start : start + 1024]
-            y = data.test_y[start : start + 1024]
-            logits = model(x)
-            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
-        return total_loss / data.num_test, correct / data.num_test, data.num_test
+        return evaluate_model(model, data.test_x, data.test_y)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024
+) -> tuple[float, float, int]:
+    """(mean cross-entropy, accuracy, examples) of ``model`` on (x, y), in batches."""
+    model.eval()
+    count = int(y.shape[0])
+    if count == 0:
+        return 0.0, 0.0, 0
+    total_loss, correct = 0.0, 0
+    for start in range(0, count, batch):
+        logits = model(x[start : start + batch])
+        labels = y[start : start + batch]
+        total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    return total_loss / count, correct / count, count
 
 
 class TrainSession:

@@ -48,12 +48,34 @@ def load_partition(
 ) -> tuple[TensorDataset, TensorDataset]:
     """Agent ``partition``'s (train, test) split of digits; ``alpha`` None means IID."""
     x, y = _load()
-    if alpha is None or alpha <= 0:
-        parts = iid_partition(len(y), num_partitions, seed)
-    else:
-        parts = dirichlet_partition(y, num_partitions, alpha, seed)
+    parts = _partitions(num_partitions, alpha, seed)
     train_idx, test_idx = split_train_test(parts[partition], test_frac, seed + partition)
     return (
         TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx])),
         TensorDataset(torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx])),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _partitions(num_partitions: int, alpha: float | None, seed: int) -> list[np.ndarray]:
+    """The partition table, computed once per process (an emulator asks once per agent)."""
+    _, y = _load()
+    if alpha is None or alpha <= 0:
+        return iid_partition(len(y), num_partitions, seed)
+    return dirichlet_partition(y, num_partitions, alpha, seed)
+
+
+def load_test(
+    *, num_partitions: int, alpha: float | None = 0.5, seed: int = 0, test_frac: float = 0.2
+) -> TensorDataset:
+    """The global test set: every partition's held-out split, concatenated in order.
+
+    A job's ``test_data`` (server-side evaluation) with the same arguments as its
+    ``data_args``: the coordinator then scores exactly the samples the agents would.
+    """
+    x, y = _load()
+    parts = _partitions(num_partitions, alpha, seed)
+    test_idx = np.concatenate(
+        [split_train_test(part, test_frac, seed + i)[1] for i, part in enumerate(parts)]
+    )
+    return TensorDataset(torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx]))

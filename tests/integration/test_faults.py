@@ -906,8 +906,10 @@ async def test_updates_queued_for_a_killed_coordinator_are_not_aggregated(
     # Prepare: the coordinator is SIGKILLed once round 4's tasks are out, before any agent
     # trains; then the agents answer, into the dead coordinator's persistent session.
     rounds = 6
+    # Validations at rounds 2, 4, 6: round 2's (which runs alongside round 3's training) is
+    # over before round 4's tasks go out, so only round 4's updates are queued at the kill.
     config = job_config(
-        rounds=rounds, num_participants=3, overcommitment=1.0, min_agents=3, eval_interval=3
+        rounds=rounds, num_participants=3, overcommitment=1.0, min_agents=3, eval_interval=2
     )
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))

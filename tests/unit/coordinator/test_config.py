@@ -63,3 +63,24 @@ def test_selector_and_aggregator_knobs_are_checked_at_load(tmp_path: Path) -> No
         load_job(write(tmp_path, BASE + "aggregator: {name: median, trim_frac: 0.1}\n"))
     ok = load_job(write(tmp_path, BASE + "selector: {name: oort, round_threshold: 10}\n"))
     assert ok.selector.knobs == {"round_threshold": 10}
+
+
+def test_a_pacing_selector_starts_from_the_jobs_t_budget(tmp_path: Path) -> None:
+    from client_selectors import make_selector
+
+    bliss = load_job(write(tmp_path, BASE + "t_budget: 12.5\nselector: {name: bliss}\n"))
+    assert bliss.selector_knobs["t_budget"] == 12.5
+    assert make_selector("bliss", bliss.selector_knobs, 0).t_budget == 12.5
+    own = load_job(
+        write(tmp_path, BASE + "t_budget: 12.5\nselector: {name: bliss, t_budget: 40}\n")
+    )
+    assert own.selector_knobs["t_budget"] == 40  # a knob given explicitly wins
+    oort = load_job(write(tmp_path, BASE + "t_budget: 12.5\nselector: {name: oort}\n"))
+    assert "t_budget" not in oort.selector_knobs  # Oort has no budget knob to fill
+
+
+def test_server_side_test_data_is_an_entry_point(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match=r"field test_data"):
+        load_job(write(tmp_path, BASE + "test_data: not an entry point\n"))
+    ok = load_job(write(tmp_path, BASE + "test_data: examples.digits:load_test\n"))
+    assert ok.test_data == "examples.digits:load_test" and ok.eval_overlap

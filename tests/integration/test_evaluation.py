@@ -1,0 +1,111 @@
+"""Evaluation on a real mosquitto: validation overlapped with the next round, and on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from coordinator import checkpoint
+from coordinator.events import read_events
+from coordinator.service import CoordinatorService
+from edge_agent.torch_state import load_numpy_state
+from edge_agent.trainer import evaluate_model
+from examples.digits import load_test, make_model
+from fedbus_protocol import bus
+
+from .conftest import job_config, running_agents
+
+ROUNDS = 4
+DATA_ARGS = {"num_partitions": 4, "alpha": 0.5, "seed": 0}
+
+
+async def run(settings: bus.BrokerSettings, runs: Path, **overrides: Any) -> list[dict[str, Any]]:
+    # A prefix of its own per run: the runs share the broker, not retained models or sessions.
+    settings = dataclasses.replace(settings, prefix=f"{settings.prefix}{runs.name}")
+    config = job_config(
+        rounds=ROUNDS,
+        num_participants=4,  # every agent trains and every update is kept: runs comparable
+        overcommitment=1.0,
+        data_args=DATA_ARGS,
+        selector={"name": "random", "seed": 5},
+        **overrides,
+    )
+    service = CoordinatorService(settings, runs_dir=runs)
+    service.submit(config)
+    async with running_agents(settings, 4), asyncio.timeout(90):
+        assert await service.serve(exit_when_idle=True) == {"itest": True}
+    return read_events(runs / "itest" / "events.jsonl")
+
+
+def positions(events: list[dict[str, Any]], name: str) -> dict[int, int]:
+    return {e["round"]: i for i, e in enumerate(events) if e["event"] == name}
+
+
+def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    restored = checkpoint.load(run_dir / "checkpoint")
+    assert restored is not None
+    return restored[1]
+
+
+async def test_overlapped_validation_gives_the_sequential_results_a_round_later(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Execute: the same seeded job with validation between rounds and alongside the next.
+    sequential = await run(settings, tmp_path / "seq", eval_overlap=False)
+    overlapped = await run(settings, tmp_path / "ovl", eval_overlap=True)
+    # Assert: the same accuracies, ROUND_END events in round order, the same final model ...
+    for events in (sequential, overlapped):
+        ends = [e for e in events if e["event"] == "ROUND_END"]
+        assert [e["round"] for e in ends] == list(range(1, ROUNDS + 1))
+        assert all(e["data"]["eval_agents"] == 4 for e in ends)
+        tests = [e["round"] for e in events if e["event"] == "TEST_RESULT"]
+        assert tests == list(range(1, ROUNDS + 1))
+
+    def accuracies(events: list[dict[str, Any]]) -> list[float]:
+        return [e["data"]["accuracy"] for e in events if e["event"] == "ROUND_END"]
+
+    assert accuracies(sequential) == accuracies(overlapped)
+    seq_model, ovl_model = (
+        final_weights(tmp_path / "seq" / "itest"),
+        final_weights(tmp_path / "ovl" / "itest"),
+    )
+    assert all(np.array_equal(seq_model[k], ovl_model[k]) for k in seq_model)
+    # ... but overlapped, round r + 1 begins before round r's validation ends it.
+    seq_begin, seq_end = positions(sequential, "ROUND_BEGIN"), positions(sequential, "ROUND_END")
+    ovl_begin, ovl_end = positions(overlapped, "ROUND_BEGIN"), positions(overlapped, "ROUND_END")
+    for r in range(1, ROUNDS):
+        assert seq_end[r] < seq_begin[r + 1]
+        assert ovl_begin[r + 1] < ovl_end[r]
+    assert ovl_end[ROUNDS] < positions(overlapped, "JOB_END")[ROUNDS]
+
+
+async def test_server_side_evaluation_scores_the_global_model_on_the_test_set(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Execute: the coordinator evaluates on digits' held-out union; agents validate nothing.
+    events = await run(
+        settings,
+        tmp_path,
+        eval_interval=2,
+        test_data="examples.digits:load_test",
+        test_data_args=DATA_ARGS,
+    )
+    # Assert: a TEST_RESULT every second round and the last, none of them from agents ...
+    tests = {e["round"]: e["data"] for e in events if e["event"] == "TEST_RESULT"}
+    assert sorted(tests) == [2, 4]
+    ends = {e["round"]: e["data"] for e in events if e["event"] == "ROUND_END"}
+    assert "eval_agents" not in ends[4] and ends[4]["eval_examples"] == len(load_test(**DATA_ARGS))
+    assert ends[1]["accuracy"] is None and ends[2]["accuracy"] == tests[2]["accuracy"]
+    # ... and the last one is the final model's accuracy on that test set, recomputed here.
+    model = make_model()
+    load_numpy_state(model, final_weights(tmp_path / "itest"))
+    test = load_test(**DATA_ARGS)
+    loss, accuracy, _ = evaluate_model(model, *test.tensors)
+    assert tests[4]["accuracy"] == accuracy and np.isclose(tests[4]["loss"], loss)
+    assert accuracy > 0.5  # it learned: a 10-class guess scores ~0.1
+    assert torch.is_tensor(test.tensors[0])

@@ -670,15 +670,17 @@ class JobRunner:
         report.extra["timing"] = timing
         entry = report.as_dict()
         self.history.append(entry)
+        deferred = False
         if validate:
             await self._start_validation(round_, entry)
-            if not self.config.eval_overlap or round_ == self.config.rounds:
-                await self._finish_validation()
+            deferred = self.config.eval_overlap and round_ < self.config.rounds
+            if not deferred:
+                await self._finish_validation(emit=False)
         t5 = time.perf_counter()
         self._checkpoint()
         timing["checkpoint_s"] = time.perf_counter() - t5
         timing["overhead_s"] = sum(timing.values())
-        if not validate:  # else the validation's end emits it, now or next round
+        if not deferred:  # else the validation's end emits it, next round
             await self._emit_round_end(entry, self.virtual_time)
         await self.publish_status()
 
@@ -820,7 +822,7 @@ class JobRunner:
         )
         self._pending_eval = _PendingEval(round_, entry, self.virtual_time, assignments, collection)
 
-    async def _finish_validation(self) -> None:
+    async def _finish_validation(self, *, emit: bool = True) -> None:
         """Wait for the outstanding validation to close, record it and end its round."""
         pending = self._pending_eval
         if pending is None:
@@ -836,7 +838,8 @@ class JobRunner:
             entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
             entry["eval_agents"] = len(answered)
             self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
-        await self._emit_round_end(entry, pending.virtual_time)
+        if emit:
+            await self._emit_round_end(entry, pending.virtual_time)
 
     # -- the inbox --------------------------------------------------------------------
     async def _drain(

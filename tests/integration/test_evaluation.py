@@ -63,6 +63,7 @@ async def test_overlapped_validation_gives_the_sequential_results_a_round_later(
         ends = [e for e in events if e["event"] == "ROUND_END"]
         assert [e["round"] for e in ends] == list(range(1, ROUNDS + 1))
         assert all(e["data"]["eval_agents"] == 4 for e in ends)
+        assert all("checkpoint_s" in e["data"]["timing"] for e in ends)  # emitted complete
         tests = [e["round"] for e in events if e["event"] == "TEST_RESULT"]
         assert tests == list(range(1, ROUNDS + 1))
 

@@ -39,6 +39,7 @@ from coordinator.config import parse_job
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
+from edge_agent.profile import DataSpec
 from fedbus_protocol import bus
 from fleet import Fleet, save_fleet
 
@@ -118,8 +119,11 @@ class Bench:
         *,
         threads: int = 1,
         connect_timeout: float = 120.0,
+        data: DataSpec | None = None,
     ) -> None:
+        """``data``: the jobs' data, so every agent reports its training-set size."""
         self.fleet = fleet
+        self.data = data
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="fedbus-bench-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.fleet_path = self.work_dir / "fleet.json.gz"
@@ -144,7 +148,7 @@ class Bench:
         )
         try:
             began = time.monotonic()
-            self.emulator = Emulator(self.fleet, self.settings, name="bench-emu")
+            self.emulator = Emulator(self.fleet, self.settings, name="bench-emu", data=self.data)
             ready = asyncio.Event()
             self._emu_task = asyncio.create_task(self.emulator.run(connected=ready), name="emu")
             async with asyncio.timeout(self.connect_timeout):

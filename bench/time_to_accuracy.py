@@ -57,11 +57,15 @@ from bench.harness import (
     quiet_logs,
     stop_on_sigterm,
 )
+from edge_agent.profile import DataSpec
 from fleet.builders import build_flash
 
 POLICIES = ("random", "oort", "pyramidfl", "bliss")
 DEFAULT_TRACES = REPO.parent / "shared" / "data" / "traces"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist_5k.csv.gz"
+DEFAULT_DATA = {
+    "fashion": Path("/usr/share/datasets/fashion-mnist"),  # Debian: dataset-fashion-mnist
+    "mnist": REPO.parent / "shared" / "data" / "mnist_5k.csv.gz",
+}
 
 
 @dataclass(frozen=True)
@@ -81,17 +85,26 @@ class Study:
     target: float
     data: str
 
+    dataset: str = "fashion"
+
+    @property
+    def data_spec(self) -> DataSpec:
+        """The data entry point and arguments: one split for every run (part of the fleet)."""
+        args = {"path": self.data, "num_partitions": self.clients, "alpha": self.alpha, "seed": 0}
+        return DataSpec(f"examples.{self.dataset}:load_partition", args)
+
     def job(self, bench: Bench, policy: str, adaptive: bool, seed: int) -> dict[str, Any]:
+        spec = self.data_spec
         return bench.job(
             name=f"tta-{policy}-{'adapt' if adaptive else 'fixed'}-s{seed}",
-            model="examples.mnist:make_model",
-            data="examples.mnist:load_partition",
-            data_args={
-                "path": self.data,
-                "num_partitions": self.clients,
-                "alpha": self.alpha,
-                "seed": 0,  # one data split for every run: part of the fleet
-            },
+            model=f"examples.{self.dataset}:make_model",
+            data=spec.data,
+            data_args=dict(spec.data_args),
+            # Server-side evaluation on one fixed test set (Fashion-MNIST's official 10k;
+            # MNIST-5k's union of held-out splits): the same samples for every run and
+            # every round, no agent's time, so it can run after every round.
+            test_data=f"examples.{self.dataset}:load_test",
+            test_data_args=dict(spec.data_args),
             seed=seed,
             rounds=self.rounds,
             num_participants=self.k,
@@ -105,30 +118,22 @@ class Study:
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             eval_interval=self.eval_interval,
-            # Every agent validates: the union of their held-out splits is one fixed global
-            # test set (~1,000 samples), the same for every run.
-            eval_max_clients=self.clients,
-            selector=selector_for(policy, adaptive, seed, self.t_budget),
+            selector=selector_for(policy, adaptive, seed),
             adaptive_training=adaptive,
             t_budget=self.t_budget,
             time_model_params=self.time_model_params,
         )
 
 
-def selector_for(policy: str, adaptive: bool, seed: int, t_budget: float) -> dict[str, Any]:
-    """The policy with its default knobs (Oort's are FedScale's), and two exceptions.
+def selector_for(policy: str, adaptive: bool, seed: int) -> dict[str, Any]:
+    """The policy with its default knobs (Oort's are FedScale's), and one exception.
 
-    - Bliss's own ``t_budget`` knob (default 300 s) overrides the job's budget: it gets
-      the job's value so every adaptive row trains under the same budget.
-    - PyramidFL with adaptive training: its idle-time step override is switched off. The
-      budget planner already turns idle time into steps, and it caps them relative to the
-      *task's* local steps, which PyramidFL has already raised up to 11x (before the
-      planner's data cap that made 1,100 steps at local_steps 10; with it still 11x, as
-      max(5 * batches, task steps) is the override itself).
+    PyramidFL with adaptive training: its idle-time step override is switched off. The
+    budget planner already turns idle time into steps (within the same learner cap), so
+    with both on a client's idle time would be spent twice. Its dropout stays on.
+    Bliss's pacer starts from the job's t_budget (the coordinator fills its knob).
     """
     selector: dict[str, Any] = {"name": policy, "seed": seed}
-    if policy == "bliss":
-        selector["t_budget"] = t_budget
     if policy == "pyramidfl" and adaptive:
         selector["enable_adapt_local_epoch"] = False
     return selector
@@ -238,7 +243,7 @@ async def run_study(args: argparse.Namespace, study: Study) -> list[Row]:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, bool], list[RunResult]] = {}
     began = time.monotonic()
-    async with Bench(fleet, out / "_bench") as bench:
+    async with Bench(fleet, out / "_bench", data=study.data_spec) as bench:
         print(f"{study.clients} agents connected in {bench.connect_s:.1f} s", flush=True)
         plan = [
             (seed, policy, adaptive)
@@ -292,14 +297,17 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--traces", default=str(DEFAULT_TRACES), help="FLASH-derived traces dir")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="mnist_5k.csv.gz")
+    parser.add_argument("--dataset", choices=sorted(DEFAULT_DATA), default="fashion")
+    parser.add_argument(
+        "--data", default=None, help="the dataset's file or directory (default: its usual place)"
+    )
     parser.add_argument("--out", default="runs/tta", help="run directories go here")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--fleet-seed", type=int, default=1)
     parser.add_argument("--k", type=int, default=20, help="participants kept per round")
     parser.add_argument("--overcommitment", type=float, default=1.3)
     parser.add_argument("--rounds", type=int, default=45)
-    parser.add_argument("--eval-interval", type=int, default=3)
+    parser.add_argument("--eval-interval", type=int, default=1)
     parser.add_argument("--local-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=0.05)
@@ -324,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     args.seed_list = [int(s) for s in args.seeds.split(",")]
     args.policy_list = [p for p in args.policies.split(",") if p]
     args.mode_list = [{"off": False, "on": True}[m] for m in args.modes.split(",")]
+    args.data = args.data or str(DEFAULT_DATA[args.dataset])
     for path in (args.traces, args.data):
         if not Path(path).exists():
             parser.error(f"{path} does not exist")
@@ -342,15 +351,16 @@ def main(argv: list[str] | None = None) -> None:
         t_budget=args.t_budget,
         target=args.target,
         data=str(Path(args.data).resolve()),
+        dataset=args.dataset,
     )
     quiet_logs()
     stop_on_sigterm()
     print(
         f"fleet: {study.clients} FLASH-derived clients (seed {study.fleet_seed}) from {args.traces}\n"
-        f"job: MNIST-5k Dirichlet({study.alpha}), 784-128-10 MLP, K={study.k} of"
+        f"job: {study.dataset} Dirichlet({study.alpha}), 784-128-10 MLP, K={study.k} of"
         f" floor({study.k}*{study.overcommitment}), {study.rounds} rounds, {study.local_steps}"
-        f" local steps x batch {study.batch_size}, lr {study.learning_rate}, eval every"
-        f" {study.eval_interval} rounds on every agent's held-out split\n"
+        f" local steps x batch {study.batch_size}, lr {study.learning_rate}, server-side"
+        f" evaluation every {study.eval_interval} round(s) on one fixed test set\n"
         f"time model: {study.time_model_params:,} params charged; adaptive t_budget"
         f" {study.t_budget:.0f} s; seeds {args.seed_list}; policies {args.policy_list}"
     )

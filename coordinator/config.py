@@ -64,6 +64,8 @@ class JobConfig(BaseModel):
     learning_rate: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
+    # FedProx's proximal term: keeps many local steps on skewed data near the global model.
+    proximal_mu: float = Field(0.0, ge=0)
 
     eval_interval: int = Field(1, ge=0)
     eval_timeout: float = Field(30.0, gt=0)

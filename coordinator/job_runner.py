@@ -500,6 +500,7 @@ class JobRunner:
             learning_rate=c.learning_rate,
             momentum=c.momentum,
             weight_decay=c.weight_decay,
+            proximal_mu=c.proximal_mu,
             seed=c.seed,
             adaptive=c.adaptive_training,
             t_budget=self.selector.t_budget or c.t_budget,

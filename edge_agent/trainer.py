@@ -199,6 +199,10 @@ class TrainSession:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
+        # FedProx anchor: the global weights the proximal term pulls towards.
+        self._anchor = (
+            [p.detach().clone() for p in model.parameters()] if config.proximal_mu > 0 else []
+        )
         self.utility = UtilityAccumulator()
         self.steps = 0
         self.loss_sum = 0.0
@@ -233,12 +237,21 @@ class TrainSession:
             self.optimizer.zero_grad(set_to_none=True)
             losses = loss_fn(self.model(x), y, reduction="none")
             losses.mean().backward()
+            self._add_proximal_gradient()
             self.optimizer.step()
             detached = losses.detach()
             self.utility.add_batch(detached.to("cpu", torch.float64).numpy())
             self.loss_sum += float(detached.sum())
             self.samples += int(detached.shape[0])
             self.steps += 1
+
+    @torch.no_grad()
+    def _add_proximal_gradient(self) -> None:
+        """FedProx: the gradient of mu/2 * ||w - w_global||^2 is mu * (w - w_global)."""
+        mu = self.config.proximal_mu
+        for param, anchor in zip(self.model.parameters(), self._anchor, strict=False):
+            if param.grad is not None:
+                param.grad.add_(param - anchor, alpha=mu)
 
     def delta(self) -> np.ndarray:
         """Current weights minus the global weights, flat float32."""

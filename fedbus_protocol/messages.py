@@ -130,6 +130,8 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
+    # FedProx: mu/2 * ||w - w_global||^2 added to the local loss (0: plain FedAvg SGD).
+    proximal_mu: float = Field(0.0, ge=0)
     seed: int = 0
     # Adaptive training and compression.
     adaptive: bool = False

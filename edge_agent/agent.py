@@ -184,7 +184,40 @@ class EdgeAgent:
                     task.job,
                     task.model_version,
                 )
+            except Exception as exc:
+                # One task's failure must not take the agent down (nor, in an emulator, the
+                # thousand agents sharing its task group): say so to the coordinator, which
+                # counts a failure instead of waiting out the deadline, and serve on.
+                log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
+                await self._report_failure(task, f"{type(exc).__name__}: {exc}"[:500])
             self.tasks_done += 1
+
+    async def _report_failure(self, task: Task, reason: str) -> None:
+        meta: UpdateMeta | ResultMeta
+        if task.kind == "validate":
+            meta = ResultMeta(
+                job=task.job,
+                round=task.round,
+                agent=self.agent_id,
+                task_id=task.task_id,
+                model_version=task.model_version,
+                success=False,
+                reason=reason,
+            )
+            topic = self.topics.job_result(task.job, self.agent_id)
+        else:
+            meta = UpdateMeta(
+                job=task.job,
+                round=task.round,
+                agent=self.agent_id,
+                task_id=task.task_id,
+                base_version=task.model_version,
+                success=False,
+                reason=reason,
+                encoding="none",
+            )
+            topic = self.topics.job_update(task.job, self.agent_id)
+        await self._publish(topic, encode_envelope(meta), task.task_id)
 
     async def _handle(self, task: Task) -> None:
         received = time.perf_counter()

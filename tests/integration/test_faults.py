@@ -1079,3 +1079,41 @@ async def test_thirty_percent_of_agents_killed_every_round(
         f"{sum(status.rejected.values())}; updates lost {len(published) - accounted}"
     )
     assert accounted == len(published)
+
+
+# -- 7. a task that raises inside an agent -------------------------------------------------------
+
+
+async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: agent-1's training raises in round 2 (as a bug in a model or data entry
+    # point would); the four agents share one task group, as an emulator's do.
+    rounds = 4
+    config = job_config(
+        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
+    )
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(config)
+    async with running_agents(settings, 4) as agents:
+        train = agents[1].train_fn
+
+        def broken_in_round_two(task: Task, model: Any, identity: AgentIdentity) -> Any:
+            if task.round == 2:
+                raise RuntimeError("entry point exploded")
+            return train(task, model, identity)
+
+        agents[1].train_fn = broken_in_round_two
+        # Execute
+        async with asyncio.timeout(60):
+            results = await service.serve(exit_when_idle=True)
+    # Assert: round 2 counted agent-1 as failed at once (no deadline wait), with the reason;
+    # every agent, agent-1 included, trained and validated in the later rounds.
+    assert results == {JOB: True}
+    events = read_events(tmp_path / JOB / "events.jsonl")
+    assert_rounds_once_each(events, rounds)
+    ends = {e["round"]: e["data"] for e in round_outcomes(events)}
+    assert ends[2]["failed"] == ["agent-1"] and "agent-1" not in ends[2]["kept"]
+    assert ends[2]["duration"] < config.round_timeout / 2
+    assert all(sorted(ends[r]["kept"]) == [f"agent-{i}" for i in range(4)] for r in (1, 3, 4))
+    assert ends[4]["eval_agents"] == 4

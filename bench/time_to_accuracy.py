@@ -82,6 +82,7 @@ class Study:
     alpha: float
     time_model_params: int
     t_budget: float
+    proximal_mu: float
     target: float
     data: str
 
@@ -117,6 +118,7 @@ class Study:
             local_steps=self.local_steps,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
+            proximal_mu=self.proximal_mu,
             eval_interval=self.eval_interval,
             selector=selector_for(policy, adaptive, seed),
             adaptive_training=adaptive,
@@ -314,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
     parser.add_argument("--time-model-params", type=int, default=1_500_000)
     parser.add_argument("--t-budget", type=float, default=10.0)
+    parser.add_argument(
+        "--proximal-mu", type=float, default=0.0, help="FedProx mu (0: FedAvg's plain SGD)"
+    )
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--policies", default=",".join(POLICIES))
@@ -349,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         alpha=args.alpha,
         time_model_params=args.time_model_params,
         t_budget=args.t_budget,
+        proximal_mu=args.proximal_mu,
         target=args.target,
         data=str(Path(args.data).resolve()),
         dataset=args.dataset,
@@ -359,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         f"fleet: {study.clients} FLASH-derived clients (seed {study.fleet_seed}) from {args.traces}\n"
         f"job: {study.dataset} Dirichlet({study.alpha}), 784-128-10 MLP, K={study.k} of"
         f" floor({study.k}*{study.overcommitment}), {study.rounds} rounds, {study.local_steps}"
-        f" local steps x batch {study.batch_size}, lr {study.learning_rate}, server-side"
+        f" local steps x batch {study.batch_size}, lr {study.learning_rate}, FedProx mu"
+        f" {study.proximal_mu}, server-side"
         f" evaluation every {study.eval_interval} round(s) on one fixed test set\n"
         f"time model: {study.time_model_params:,} params charged; adaptive t_budget"
         f" {study.t_budget:.0f} s; seeds {args.seed_list}; policies {args.policy_list}"

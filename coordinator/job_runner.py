@@ -546,10 +546,17 @@ class JobRunner:
     async def _round(self, round_: int) -> None:
         started = time.monotonic()
         if len(self._eligible()) < self.config.clients_required:
-            self._set_phase(JobPhase.WAITING_FOR_AGENTS)
+            if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
+                self._set_phase(JobPhase.WAITING_FOR_AGENTS)
             await self._wait_for_agents()
+            self._skip_to_enough_active()
         self._set_phase(JobPhase.TRAINING)
         online = self._eligible()
+        if len(online) < self.config.clients_required:
+            await self._fail_early(
+                round_, [], f"only {len(online)} of {self.config.clients_required} agents online"
+            )
+            return
         t0 = time.perf_counter()
         self._ingest_seconds = 0.0
         self._register_new_agents(online)
@@ -559,6 +566,9 @@ class JobRunner:
         selected = list(selection.clients)
         plan = self._virtual_plan(round_, selected, dict.fromkeys(selected, self._train_config()))
         dispatched = plan.dispatched if plan is not None else selected
+        if not dispatched:
+            await self._fail_early(round_, selected, "no candidate stays active through the round")
+            return
         # Per-client overrides (PyramidFL) plan the round of the agents that will train:
         # on the virtual clock the K kept of the over-committed sample, whose ranks and
         # idle time are relative to each other, not to clients that were never sent.
@@ -696,6 +706,37 @@ class JobRunner:
             )
         name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
         await self.events.emit(name, round_, entry, virtual_time=virtual_time)
+
+    def _skip_to_enough_active(self) -> None:
+        """Virtual clock: move on to when enough fleet members are active (FedScale waits).
+
+        Connected agents are not enough on the virtual clock: only those whose trace says
+        they are available now may train. Steps of a minute, at most one 48 h trace cycle.
+        """
+        if self.fleet is None or self.virtual_time is None:
+            return
+        for _ in range(48 * 60):
+            if len(self._eligible()) >= self.config.clients_required:
+                return
+            self.virtual_time += 60.0
+
+    async def _fail_early(self, round_: int, selected: list[str], reason: str) -> None:
+        """A round that could not dispatch anyone: it fails without waiting for anything.
+
+        On the virtual clock the round still costs its budget, so the next one sees a
+        different fleet instead of the same empty one again.
+        """
+        await self._finish_validation()
+        if self.virtual_time is not None:
+            self.virtual_time += self.selector.t_budget or self.config.t_budget
+        report = RoundReport(round_, False, reason, selected, [], list(selected), 0.0)
+        report.extra.update(failed=[], durations={}, update_bytes={})
+        self.completed_rounds = round_
+        entry = report.as_dict()
+        self.history.append(entry)
+        self._checkpoint()
+        await self._emit_round_end(entry, self.virtual_time)
+        await self.publish_status()
 
     def _remember_closed(self, assignments: dict[str, Assignment], kind: str) -> None:
         """Task ids of recently closed tasks, so late answers are told from forgeries.

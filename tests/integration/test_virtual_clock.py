@@ -98,3 +98,53 @@ async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
         # Everyone sampled but not kept was reported as a straggler.
         assert set(end["data"]["stragglers"]) == set(begin["data"]["selected"]) - set(fastest)
     assert len(begins[1]["data"]["selected"]) == 13  # floor(10 * 1.3)
+
+
+async def test_a_fleet_that_is_asleep_makes_the_virtual_clock_wait_not_the_job_crash(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: 6 connected agents whose traces say they are all offline for the first
+    # hour of the cycle (a night), available after.
+    import dataclasses
+
+    from fleet import Fleet
+    from fleet.trace import ActivityWindows
+
+    base = build_synthetic(6, seed=3, availability="lab")
+    night = ActivityWindows(np.array([3600.0]), np.array([base.profiles[0].active.cycle]))
+    fleet = Fleet(tuple(dataclasses.replace(p, active=night) for p in base.profiles))
+    fleet_path = tmp_path / "fleet.json.gz"
+    save_fleet(fleet_path, fleet)
+    config = job_config(
+        name="night",
+        data_args={"num_partitions": 6, "alpha": 0.5, "seed": 0},
+        rounds=2,
+        num_participants=3,
+        clients_required=2,
+        min_agents=6,
+        local_steps=STEPS,
+        batch_size=BATCH,
+        clock="virtual",
+        fleet=str(fleet_path),
+        eval_interval=0,
+    )
+    emulator = Emulator(load_fleet(fleet_path), settings, name="emu-night")
+    ready = asyncio.Event()
+    emu_task = asyncio.create_task(emulator.run(connected=ready))
+    try:
+        async with asyncio.timeout(60):
+            await ready.wait()
+        service = CoordinatorService(settings, runs_dir=tmp_path)
+        service.submit(config)
+        # Execute
+        async with asyncio.timeout(60):
+            assert await service.serve(exit_when_idle=True) == {"night": True}
+    finally:
+        emu_task.cancel()
+        await asyncio.gather(emu_task, return_exceptions=True)
+    # Assert: the first round began when the fleet woke up, and both rounds trained.
+    events = read_events(tmp_path / "night" / "events.jsonl")
+    begins = [e for e in events if e["event"] == "ROUND_BEGIN"]
+    assert begins[0]["virtual_time"] == 3600.0
+    ends = [e for e in events if e["event"] == "ROUND_END"]
+    assert [e["round"] for e in ends] == [1, 2] and all(len(e["data"]["kept"]) == 3 for e in ends)

@@ -5,9 +5,11 @@ at memory bandwidth and writes the (P,) result once. The rows a round keeps are 
 the first K arrivals, i.e. a contiguous block; they may also come in any order, or with
 a few gaps (a straggler's row in the middle). Both stay one sgemv: the rows are sorted
 (weights permuted with them) and the span ``lo..hi`` is read with zero weight on the
-rows not kept, which costs span/K of the ideal read and never copies a row. Only when
-the kept rows are scattered over more than twice their number does a blocked gather
-(copy the kept rows' column block into a cache-sized scratch, one sgemv per block) win.
+rows not kept, which costs span/K of the ideal read and never copies a row. That needs
+every row in the span written this round (0 * NaN is NaN: a row never written holds
+whatever the memory held). Otherwise, or when the kept rows are scattered over more than
+twice their number, a blocked gather (copy the kept rows' column block into a
+cache-sized scratch, one sgemv per block) reads only the kept rows.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def weighted_sum(
     idx, w32 = idx[order], w[order].astype(np.float32)
     lo, hi = int(idx[0]), int(idx[-1]) + 1
     data = stack.array
-    if hi - lo <= SPAN_SLACK * idx.size:
+    # The span trick multiplies the rows in between by zero, and 0 * NaN is NaN: only rows
+    # written this round (each checked finite on admission) may be in it, never a row
+    # left over from an earlier round or the uninitialised memory of one never written.
+    if hi - lo <= SPAN_SLACK * idx.size and bool(stack.written[lo:hi].all()):
         span_w = np.zeros(hi - lo, dtype=np.float32)
         span_w[idx - lo] = w32
         np.matmul(span_w, data[lo:hi], out=res)

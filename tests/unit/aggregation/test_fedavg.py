@@ -181,3 +181,21 @@ def test_out_buffer_may_not_be_a_stack_row(rng: np.random.Generator) -> None:
 
     with pytest.raises(AggregationError, match="share memory"):
         fedavg(stack, [0, 1], [1, 1], out=stack.row(2))
+
+
+def test_rows_never_written_this_round_do_not_reach_the_mean(rng: np.random.Generator) -> None:
+    # Prepare: last round left NaN and Inf in rows 1 and 3 (as memory never written may
+    # hold anything); this round writes only rows 0, 2 and 4.
+    matrix = rng.standard_normal((5, 300)).astype(np.float32)
+    stack = UpdateStack(300, 5)
+    stack.row(1)[:] = np.nan
+    stack.row(3)[:] = np.inf
+    stack.reset()
+    for k in (0, 2, 4):
+        stack.put_dense(k, matrix[k])
+    weights = [1.0, 2.0, 3.0]
+    # Execute: the kept rows span rows 1 and 3 (within twice their count).
+    got = fedavg(stack, [0, 2, 4], weights)
+    # Assert: finite, and the weighted mean of exactly the kept rows.
+    assert np.isfinite(got).all()
+    assert_fedavg_close(got, matrix, [0, 2, 4], weights)

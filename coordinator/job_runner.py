@@ -804,7 +804,15 @@ class JobRunner:
         )
         if self.config.aggregator.server_lr != 1.0:
             delta *= np.float32(self.config.aggregator.server_lr)
-        self.global_flat += delta
+        # Every update was checked finite, but the new model can still overflow: build it
+        # in the delta buffer and take it only if finite (one more pass over P); the old
+        # model's buffer becomes the next round's delta buffer.
+        candidate = np.add(self.global_flat, delta, out=delta)
+        if not await asyncio.to_thread(_all_finite, candidate):
+            report.ok, report.reason = False, "the aggregated model is not finite (overflow)"
+            report.kept = []
+            return
+        self.global_flat, self._delta_buffer = candidate, self.global_flat
         self.model_version += 1
         report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
         report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
@@ -1036,6 +1044,11 @@ class JobRunner:
             return
         pending.results[item.agent] = meta
         collection.accept(item.agent, time.monotonic())
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum(dtype=np.float32)))
 
 
 def _duration(meta: UpdateMeta, measured: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,6 +284,11 @@ class EdgeAgent:
         return UpdatePlan(outcome, Timings())
 
 
+def l2_norm(values: np.ndarray) -> float:
+    """||values||_2 accumulated in float64: a float32 sum of squares overflows above ~1e19."""
+    return math.sqrt(float(np.einsum("i,i->", values, values, dtype=np.float64)))
+
+
 def build_update(
     task: Task, agent_id: str, plan: UpdatePlan, model: GlobalModel
 ) -> tuple[UpdateMeta, dict[str, Tensor]]:
@@ -298,12 +304,12 @@ def build_update(
         if outcome.keep_frac < 1.0:
             sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
             tensors["delta"] = SparseTensor(sparse.size, sparse.indices, sparse.values)
-            grad_norm = float(np.linalg.norm(sparse.values.astype(np.float32)))
+            grad_norm = l2_norm(sparse.values)
             encoding = "sparse"
         else:
             delta = outcome.delta.astype(value_dtype, copy=False)
             tensors = dict(model.layout.unflatten(delta))
-            grad_norm = float(np.linalg.norm(outcome.delta))
+            grad_norm = l2_norm(outcome.delta)
             encoding = "dense"
     meta = UpdateMeta(
         job=task.job,

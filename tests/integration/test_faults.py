@@ -1117,3 +1117,45 @@ async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
     assert ends[2]["duration"] < config.round_timeout / 2
     assert all(sorted(ends[r]["kept"]) == [f"agent-{i}" for i in range(4)] for r in (1, 3, 4))
     assert ends[4]["eval_agents"] == 4
+
+
+# -- 8. finite updates whose sum with the model overflows ----------------------------------------
+
+
+async def test_an_update_that_would_overflow_the_model_fails_its_round_and_changes_nothing(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: one agent whose every update adds 2e38 to the first weight. Each update is
+    # finite and passes admission; the model after round 1 holds 2e38 there, and round 2
+    # would take it to +inf.
+    from edge_agent.agent import UpdatePlan
+    from edge_agent.trainer import TrainOutcome
+    from fedbus_protocol.messages import Timings
+
+    config = job_config(
+        rounds=3, num_participants=1, overcommitment=1.0, min_agents=1, eval_interval=0
+    )
+
+    def overflowing(task: Task, model: Any, identity: AgentIdentity) -> UpdatePlan:
+        delta = np.zeros(model.layout.num_params, np.float32)
+        delta[0] = 2e38
+        outcome = TrainOutcome(delta, 10, 10, 0.5, 1.0, 1, 0.01)
+        return UpdatePlan(outcome, Timings())
+
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(config)
+    async with running_agents(settings, 1) as agents:
+        agents[0].train_fn = overflowing
+        # Execute
+        async with asyncio.timeout(60):
+            results = await service.serve(exit_when_idle=True)
+    # Assert: round 1 aggregated; rounds 2 and 3 failed with the reason; the model kept
+    # version 1 and stayed finite.
+    assert results == {JOB: True}
+    events = read_events(tmp_path / JOB / "events.jsonl")
+    outcomes = {e["round"]: e["data"] for e in round_outcomes(events)}
+    assert outcomes[1]["ok"] and not outcomes[2]["ok"] and not outcomes[3]["ok"]
+    assert outcomes[2]["reason"] == "the aggregated model is not finite (overflow)"
+    state, tensors = final_model(tmp_path / JOB)
+    assert state["model_version"] == 1
+    assert all(np.isfinite(t).all() for t in tensors.values())

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--agents 10] [--rounds 3] [--reps 3]
                                      [--phases bare,agents,replay] [--asyncio-debug]
-                                     [--profile FILE]
+                                     [--profile FILE] [--stalls]
 
 One mosquitto (the repo config, a free port) serves every phase, one after the other:
 
@@ -31,10 +31,14 @@ written into its row and FedAvg ran). Updates/s = N / window, MB/s = update byte
 window. For fedbus also: the time until the last update message was in the inbox.
 
 Loop lag: a task in the coordinator's event loop sleeps 10 ms in a loop and records by
-how much each sleep overshot; the figure is the largest overshoot while updates stream
-in (first byte -> aggregated model), and over the whole job. ``--asyncio-debug`` also
-turns on asyncio's debug mode and lists the callbacks that ran longer than 50 ms (debug
-mode slows the loop; the lag figures of such a run are not the ones to quote).
+how much each sleep overshot; the figures are the largest overshoot and the 99th
+percentile while updates stream in (first byte -> aggregated model), and over the whole
+job. Every round also lists the cyclic-GC runs in its window (a collection holds the GIL
+and so stalls the loop from any thread). ``--stalls`` samples the loop thread's stack
+once per stall over 40 ms (from a watchdog thread) and lists where the loop was.
+``--asyncio-debug`` also turns on asyncio's debug mode and lists the callbacks that ran
+longer than 50 ms (debug mode slows the loop; the lag figures of such a run are not the
+ones to quote).
 ``--profile FILE`` runs the fedbus phases under cProfile and prints the top functions.
 
 Targets (issue): fedbus ingest >= 1.3x the bare stock-paho subscriber in the same run;
@@ -48,6 +52,7 @@ import asyncio
 import bisect
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import logging
@@ -58,7 +63,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +287,20 @@ class Recorder:
     round_begins: dict[int, float] = field(default_factory=dict)
     lag: list[tuple[float, float]] = field(default_factory=list)  # (sleep end, overshoot)
     slow_callbacks: list[str] = field(default_factory=list)
+    # (end, pause, generation) of every cyclic-GC run in this process: a collection holds
+    # the GIL, so it stalls the event loop whichever thread triggered it.
+    gc_runs: list[tuple[float, float, int]] = field(default_factory=list)
+    _gc_began: float = 0.0
+    last_tick: float = 0.0  # the lag probe's last wake-up
+    # (time, stall so far, the loop thread's innermost frames) of stalls over 40 ms.
+    stalls: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_began = now
+        else:
+            self.gc_runs.append((now, now - self._gc_began, int(info["generation"])))
 
 
 class _InstrumentedInbox(asyncio.Queue):  # type: ignore[type-arg]
@@ -332,7 +353,31 @@ async def lag_probe(recorder: Recorder, period: float = 0.010) -> None:
         t = time.perf_counter()
         await asyncio.sleep(period)
         end = time.perf_counter()
+        recorder.last_tick = end
         recorder.lag.append((end, end - t - period))
+
+
+def stall_watch(recorder: Recorder, loop_thread: int, stop: threading.Event) -> None:
+    """Sample the loop thread's stack once per stall of more than 40 ms (``--stalls``).
+
+    Runs in its own thread: it gets the GIL at the next switch interval (5 ms) unless a
+    C call holds it throughout (a GC run, a bytes copy); then it samples afterwards and
+    the frame shows who called into it.
+    """
+    reported = 0.0
+    while not stop.wait(0.005):
+        tick = recorder.last_tick
+        gap = time.perf_counter() - tick
+        if tick and gap > 0.040 and tick != reported:
+            frame = sys._current_frames().get(loop_thread)
+            if frame is None:
+                continue
+            reported = tick
+            stack = traceback.extract_stack(frame)[-6:]
+            where = " < ".join(
+                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
+            )
+            recorder.stalls.append((time.perf_counter(), gap, where))
 
 
 class _SlowCallbacks(logging.Handler):
@@ -378,7 +423,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def fedbus_phase(
-    kind: str, port: int, n: int, rounds: int, work: Path, debug: bool
+    kind: str, port: int, n: int, rounds: int, work: Path, debug: bool, stalls: bool
 ) -> dict[str, Any]:
     settings = bus.BrokerSettings(port=port)
     topics = Topics(settings.prefix)
@@ -428,6 +473,7 @@ async def fedbus_phase(
     if debug:
         loop.set_debug(True)
         loop.slow_callback_duration = 0.050
+    gc.callbacks.append(recorder.on_gc)
     try:
         await wait_online(settings, set(ids), timeout=300)
         service = TimedService(
@@ -442,13 +488,22 @@ async def fedbus_phase(
         service.model_topics = {topics.job_model(name)}
         service.submit(config)
         probe = asyncio.create_task(lag_probe(recorder))
+        watch_stop = threading.Event()
+        if stalls:
+            threading.Thread(
+                target=stall_watch,
+                args=(recorder, threading.get_ident(), watch_stop),
+                daemon=True,
+            ).start()
         began = time.perf_counter()
         results = await service.serve(exit_when_idle=True)
         total = time.perf_counter() - began
+        watch_stop.set()
         probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await probe
     finally:
+        gc.callbacks.remove(recorder.on_gc)
         loop.set_debug(False)
         logging.getLogger("asyncio").removeHandler(handler)
         _stop(procs)
@@ -489,6 +544,8 @@ def analyse(
         lo = bisect.bisect_left(lag_ends, first)
         hi = bisect.bisect_right(lag_ends, aggregated)
         window_lags = [lag for _, lag in rec.lag[lo:hi]]
+        window_gc = [(pause, gen) for end, pause, gen in rec.gc_runs if first <= end <= aggregated]
+        window_stalls = [(gap, where) for t, gap, where in rec.stalls if first <= t <= aggregated]
         data = ends[r]
         durations = list(data.get("durations", {}).values())
         rounds.append(
@@ -501,6 +558,11 @@ def analyse(
                 "messages": len(ups),
                 "lag_max_s": max(window_lags) if window_lags else None,
                 "lag_samples": len(window_lags),
+                "window_lags": window_lags,
+                "gc_runs": len(window_gc),
+                "gc_gen2": sum(1 for _, gen in window_gc if gen == 2),
+                "gc_max_s": max((pause for pause, _ in window_gc), default=0.0),
+                "stalls": window_stalls,
                 "timing": data.get("timing", {}),
                 "agent_wall_s": (min(durations), max(durations)) if durations else None,
                 "dispatch_to_first_byte_s": first - acked,
@@ -535,7 +597,8 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
             f"  round {r['round']}: {r['updates']} updates, {r['bytes'] / MB:.0f} MB in "
             f"{r['messages']} messages; first byte -> aggregated {r['window_s']:.2f} s = "
             f"{rate:.2f} updates/s, {r['bytes'] / MB / r['window_s']:.0f} MB/s; all in after "
-            f"{r['all_in_s']:.2f} s; loop lag max {1e3 * (r['lag_max_s'] or 0):.0f} ms"
+            f"{r['all_in_s']:.2f} s; loop lag max {1e3 * (r['lag_max_s'] or 0):.0f} ms; "
+            f"GC {r['gc_runs']} runs ({r['gc_gen2']} full), longest {1e3 * r['gc_max_s']:.0f} ms"
         )
         print(
             f"    coordinator: ingest {t.get('ingest_s', 0):.2f} s (in _drain), aggregate "
@@ -549,6 +612,8 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
     updates = statistics.median(r["updates"] for r in rounds)
     rate = updates / window
     lag = max((r["lag_max_s"] or 0) for r in rounds)
+    streaming = sorted(lag for r in rounds for lag in r["window_lags"])
+    p99 = streaming[int(0.99 * (len(streaming) - 1))] if streaming else 0.0
     print(
         f"  median: {rate:.2f} updates/s, {nbytes / MB / window:.0f} MB/s (first byte -> "
         f"aggregated model {window:.2f} s)"
@@ -560,10 +625,21 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
     )
     verdict = "met" if lag <= 0.050 else "MISSED"
     print(
-        f"  loop lag while updates stream in: max {lag * 1e3:.0f} ms (target <= 50 ms: {verdict}); "
+        f"  loop lag while updates stream in: max {lag * 1e3:.0f} ms (target <= 50 ms: {verdict}), "
+        f"p99 {p99 * 1e3:.0f} ms; "
         f"whole job: max {1e3 * (result['lag_max_job_s'] or 0):.0f} ms, p99 "
         f"{1e3 * (result['lag_p99_job_s'] or 0):.0f} ms"
     )
+    stalls: dict[str, list[float]] = {}
+    for r in rounds:
+        for gap, where in r["stalls"]:
+            stalls.setdefault(where, []).append(gap)
+    if stalls:
+        print(
+            f"  loop stacks in stalls over 40 ms while streaming ({sum(map(len, stalls.values()))}):"
+        )
+        for where, gaps in sorted(stalls.items(), key=lambda kv: -len(kv[1]))[:8]:
+            print(f"    {len(gaps)} x (up to {1e3 * max(gaps):.0f} ms so far) {where}")
     if result["slow_callbacks"]:
         print(f"  asyncio slow callbacks (> 50 ms): {len(result['slow_callbacks'])}")
         for line in result["slow_callbacks"][:8]:
@@ -580,6 +656,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="bare repetitions")
     parser.add_argument("--phases", default="bare,agents,replay")
     parser.add_argument("--asyncio-debug", action="store_true")
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="sample the coordinator loop's stack during every stall over 40 ms",
+    )
     parser.add_argument("--profile", default=None, help="cProfile the fedbus phases into FILE")
     parser.add_argument("--work", default=None)
     # child modes (this file starts itself)
@@ -647,7 +728,15 @@ def main() -> None:
             if profiler:
                 profiler.enable()
             fedbus[kind] = asyncio.run(
-                fedbus_phase(kind, broker.port, args.agents, args.rounds, work, args.asyncio_debug)
+                fedbus_phase(
+                    kind,
+                    broker.port,
+                    args.agents,
+                    args.rounds,
+                    work,
+                    args.asyncio_debug,
+                    args.stalls,
+                )
             )
             if profiler:
                 profiler.disable()

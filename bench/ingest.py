@@ -106,8 +106,16 @@ def loadavg() -> str:
 
 
 # ============================================================================ bare paho
+def _paho_decoder_is_stock() -> bool:
+    packet = getattr(paho.mqtt, "_packet", None)
+    return packet is None or packet.decode_publish is bus.STOCK_DECODE_PUBLISH
+
+
 def child_bare_sub(port: int, rep: int, count: int) -> None:
     """Stock paho subscriber: first byte after SUBACK -> the count-th message."""
+    # Stock means paho's own PUBLISH decoder too: fedbus installs its own only in
+    # bus.make_client, which the bare processes never call.
+    assert _paho_decoder_is_stock(), "the bare subscriber must run stock paho"
     state: dict[str, Any] = {"armed": False, "first": None, "last": None, "n": 0, "bytes": 0}
     original = mqtt.Client._sock_recv
 
@@ -275,6 +283,22 @@ async def child_replay(port: int, agent: str, partition: int) -> None:
 
 # ============================================================================ fedbus phase
 @dataclass
+class Stall:
+    """A stall of the coordinator's loop over 40 ms, seen by ``stall_watch``."""
+
+    end: float  # perf_counter when the loop ran again
+    lag: float  # the lag probe's overshoot
+    cpu: float  # of it, seconds the loop thread ran on a CPU
+    runq: float  # seconds it was runnable but other threads or processes had the CPUs
+    stacks: list[str]  # the loop thread's stacks sampled during the stall, in order
+
+    @property
+    def blocked(self) -> float:
+        """Neither running nor runnable: waiting for the GIL, or in a system call."""
+        return max(0.0, self.lag + 0.010 - self.cpu - self.runq)
+
+
+@dataclass
 class Recorder:
     """What the bench sees of the in-process coordinator (all times perf_counter)."""
 
@@ -292,8 +316,7 @@ class Recorder:
     gc_runs: list[tuple[float, float, int]] = field(default_factory=list)
     _gc_began: float = 0.0
     last_tick: float = 0.0  # the lag probe's last wake-up
-    # (time, stall so far, the loop thread's innermost frames) of stalls over 40 ms.
-    stalls: list[tuple[float, float, str]] = field(default_factory=list)
+    stalls: list[Stall] = field(default_factory=list)  # --stalls: loop stalls over 40 ms
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -357,27 +380,62 @@ async def lag_probe(recorder: Recorder, period: float = 0.010) -> None:
         recorder.lag.append((end, end - t - period))
 
 
-def stall_watch(recorder: Recorder, loop_thread: int, stop: threading.Event) -> None:
-    """Sample the loop thread's stack once per stall of more than 40 ms (``--stalls``).
+def _schedstat(tid: int) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of thread ``tid`` (Linux schedstat)."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            run, wait, _ = f.read().split()
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0
 
-    Runs in its own thread: it gets the GIL at the next switch interval (5 ms) unless a
-    C call holds it throughout (a GC run, a bytes copy); then it samples afterwards and
-    the frame shows who called into it.
+
+def _where(frame: Any, depth: int = 5) -> str:
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+
+
+def stall_watch(recorder: Recorder, loop_thread: int, loop_tid: int, stop: threading.Event) -> None:
+    """Watch the loop for stalls over 40 ms (``--stalls``) and say what each one was.
+
+    Runs in its own thread, every 5 ms: during a stall it samples the loop thread's stack
+    (it gets the GIL at the next switch interval unless a C call holds it throughout, a GC
+    run or a bytes copy; then the next sample shows who called it), and from the loop
+    thread's schedstat how much of the stall it spent on a CPU, waiting for one (other
+    processes), and neither (blocked: on the GIL, or in a system call).
     """
-    reported = 0.0
+    history: list[tuple[float, int, int]] = []  # (time, run ns, wait ns) before a stall
+    began: float | None = None
+    base = (0, 0)
+    stacks: list[str] = []
     while not stop.wait(0.005):
         tick = recorder.last_tick
-        gap = time.perf_counter() - tick
-        if tick and gap > 0.040 and tick != reported:
-            frame = sys._current_frames().get(loop_thread)
-            if frame is None:
-                continue
-            reported = tick
-            stack = traceback.extract_stack(frame)[-6:]
-            where = " < ".join(
-                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
+        now = time.perf_counter()
+        if began is not None and tick != began:
+            run, wait = _schedstat(loop_tid)
+            recorder.stalls.append(
+                Stall(
+                    tick,
+                    tick - began - 0.010,
+                    (run - base[0]) / 1e9,
+                    (wait - base[1]) / 1e9,
+                    stacks,
+                )
             )
-            recorder.stalls.append((time.perf_counter(), gap, where))
+            began, history = None, []
+        if began is None:
+            if tick and now - tick > 0.040:
+                began, stacks = tick, []
+                before = [h for h in history if h[0] <= tick]
+                base = (before[-1][1], before[-1][2]) if before else _schedstat(loop_tid)
+            else:
+                history = [*history[-20:], (now, *_schedstat(loop_tid))]
+                continue
+        frame = sys._current_frames().get(loop_thread)
+        if frame is not None:
+            where = _where(frame)
+            if not stacks or stacks[-1] != where:
+                stacks.append(where)
 
 
 class _SlowCallbacks(logging.Handler):
@@ -492,7 +550,7 @@ async def fedbus_phase(
         if stalls:
             threading.Thread(
                 target=stall_watch,
-                args=(recorder, threading.get_ident(), watch_stop),
+                args=(recorder, threading.get_ident(), threading.get_native_id(), watch_stop),
                 daemon=True,
             ).start()
         began = time.perf_counter()
@@ -545,7 +603,7 @@ def analyse(
         hi = bisect.bisect_right(lag_ends, aggregated)
         window_lags = [lag for _, lag in rec.lag[lo:hi]]
         window_gc = [(pause, gen) for end, pause, gen in rec.gc_runs if first <= end <= aggregated]
-        window_stalls = [(gap, where) for t, gap, where in rec.stalls if first <= t <= aggregated]
+        window_stalls = [s for s in rec.stalls if first <= s.end <= aggregated]
         data = ends[r]
         durations = list(data.get("durations", {}).values())
         rounds.append(
@@ -577,6 +635,8 @@ def analyse(
         "lag_max_job_s": lags[-1] if lags else None,
         "lag_p99_job_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
         "slow_callbacks": rec.slow_callbacks,
+        "stalls_job": rec.stalls,
+        "gc_full_job": [pause for _, pause, gen in rec.gc_runs if gen == 2],
     }
 
 
@@ -630,21 +690,34 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
         f"whole job: max {1e3 * (result['lag_max_job_s'] or 0):.0f} ms, p99 "
         f"{1e3 * (result['lag_p99_job_s'] or 0):.0f} ms"
     )
-    stalls: dict[str, list[float]] = {}
-    for r in rounds:
-        for gap, where in r["stalls"]:
-            stalls.setdefault(where, []).append(gap)
-    if stalls:
-        print(
-            f"  loop stacks in stalls over 40 ms while streaming ({sum(map(len, stalls.values()))}):"
-        )
-        for where, gaps in sorted(stalls.items(), key=lambda kv: -len(kv[1]))[:8]:
-            print(f"    {len(gaps)} x (up to {1e3 * max(gaps):.0f} ms so far) {where}")
+    streaming_stalls = [s for r in rounds for s in r["stalls"]]
+    if streaming_stalls:
+        print(f"  loop stalls over 40 ms while streaming ({len(streaming_stalls)}), longest first:")
+        _print_stalls(streaming_stalls)
+    other = [s for s in result["stalls_job"] if s not in streaming_stalls]
+    if other:
+        print(f"  loop stalls over 40 ms outside streaming ({len(other)}), longest first:")
+        _print_stalls(other)
+    full = result["gc_full_job"]
+    print(
+        f"  full GC runs over the whole job: {len(full)}"
+        + (f", longest {1e3 * max(full):.0f} ms" if full else "")
+    )
     if result["slow_callbacks"]:
         print(f"  asyncio slow callbacks (> 50 ms): {len(result['slow_callbacks'])}")
         for line in result["slow_callbacks"][:8]:
             print(f"    {line}")
     return rate
+
+
+def _print_stalls(stalls: list[Stall], top: int = 5) -> None:
+    for stall in sorted(stalls, key=lambda s: -s.lag)[:top]:
+        print(
+            f"    {1e3 * stall.lag:.0f} ms: on a CPU {1e3 * stall.cpu:.0f} ms, waiting for one "
+            f"{1e3 * stall.runq:.0f} ms, blocked (GIL, system call) {1e3 * stall.blocked:.0f} ms"
+        )
+        for where in stall.stacks[:4]:
+            print(f"      {where}")
 
 
 def main() -> None:

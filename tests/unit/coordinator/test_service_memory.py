@@ -1,15 +1,19 @@
-"""The service keeps a loaded job's long-lived objects out of the cyclic GC's full passes."""
+"""Process-wide memory settings of the service that keep its event loop from stalling."""
 
 from __future__ import annotations
 
 import gc
+import platform
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coordinator.config import parse_job
 from coordinator.events import EventName
-from coordinator.service import CoordinatorService
+from coordinator.service import CoordinatorService, keep_freed_memory_mapped
 from fedbus_protocol import bus
 
 
@@ -38,3 +42,11 @@ async def test_objects_alive_when_a_job_has_loaded_its_model_are_frozen(tmp_path
     finally:
         gc.unfreeze()
         runner.events.close()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_freed_heap_memory_stays_mapped_on_glibc() -> None:
+    assert keep_freed_memory_mapped() is True
+    assert keep_freed_memory_mapped() is True  # and again, as each serve() does

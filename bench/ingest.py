@@ -39,7 +39,8 @@ once per stall over 40 ms (from a watchdog thread) and lists where the loop was.
 ``--asyncio-debug`` also turns on asyncio's debug mode and lists the callbacks that ran
 longer than 50 ms (debug mode slows the loop; the lag figures of such a run are not the
 ones to quote).
-``--profile FILE`` runs the fedbus phases under cProfile and prints the top functions.
+``--profile FILE`` runs the fedbus phases under cProfile (the loop thread's CPU time) and
+prints the top functions.
 
 Targets (issue): fedbus ingest >= 1.3x the bare stock-paho subscriber in the same run;
 the coordinator's event loop never blocks for more than 50 ms while updates stream in.
@@ -54,6 +55,7 @@ import contextlib
 import cProfile
 import gc
 import io
+import itertools
 import json
 import logging
 import os
@@ -291,6 +293,8 @@ class Stall:
     cpu: float  # of it, seconds the loop thread ran on a CPU
     runq: float  # seconds it was runnable but other threads or processes had the CPUs
     stacks: list[str]  # the loop thread's stacks sampled during the stall, in order
+    busy: dict[str, float]  # other threads of this process: seconds on a CPU meanwhile
+    others: dict[str, list[str]]  # their stacks sampled meanwhile
 
     @property
     def blocked(self) -> float:
@@ -310,6 +314,9 @@ class Recorder:
     inbox: list[tuple[float, str, int]] = field(default_factory=list)
     round_begins: dict[int, float] = field(default_factory=dict)
     lag: list[tuple[float, float]] = field(default_factory=list)  # (sleep end, overshoot)
+    # The loop thread's schedstat at each lag sample: what it ran between two samples is an
+    # upper bound on how long its own work held it; the rest of a lag is waiting for a CPU.
+    sched: list[tuple[int, int]] = field(default_factory=list)
     slow_callbacks: list[str] = field(default_factory=list)
     # (end, pause, generation) of every cyclic-GC run in this process: a collection holds
     # the GIL, so it stalls the event loop whichever thread triggered it.
@@ -371,6 +378,16 @@ class TimedService(CoordinatorService):
             self.recorder.task_acks.append(time.perf_counter())
 
 
+def _thread_schedstat() -> tuple[int, int]:
+    """This thread's (ns on a CPU, ns runnable but waiting for one); zeros off Linux."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait, _ = f.read().split()
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0
+
+
 async def lag_probe(recorder: Recorder, period: float = 0.010) -> None:
     while True:
         t = time.perf_counter()
@@ -378,16 +395,19 @@ async def lag_probe(recorder: Recorder, period: float = 0.010) -> None:
         end = time.perf_counter()
         recorder.last_tick = end
         recorder.lag.append((end, end - t - period))
+        recorder.sched.append(_thread_schedstat())
 
 
-def _schedstat(tid: int) -> tuple[int, int]:
-    """(ns on a CPU, ns runnable but waiting for one) of thread ``tid`` (Linux schedstat)."""
-    try:
-        with open(f"/proc/self/task/{tid}/schedstat") as f:
-            run, wait, _ = f.read().split()
-        return int(run), int(wait)
-    except (OSError, ValueError):
-        return 0, 0
+def _schedstats() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (ns on a CPU, ns runnable but waiting for one)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            run, wait, _ = (task / "schedstat").read_text().split()
+            out[int(task.name)] = (int(run), int(wait))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def _where(frame: Any, depth: int = 5) -> str:
@@ -398,44 +418,57 @@ def _where(frame: Any, depth: int = 5) -> str:
 def stall_watch(recorder: Recorder, loop_thread: int, loop_tid: int, stop: threading.Event) -> None:
     """Watch the loop for stalls over 40 ms (``--stalls``) and say what each one was.
 
-    Runs in its own thread, every 5 ms: during a stall it samples the loop thread's stack
-    (it gets the GIL at the next switch interval unless a C call holds it throughout, a GC
-    run or a bytes copy; then the next sample shows who called it), and from the loop
-    thread's schedstat how much of the stall it spent on a CPU, waiting for one (other
-    processes), and neither (blocked: on the GIL, or in a system call).
+    Runs in its own thread, every 5 ms: during a stall it samples the stacks of the loop
+    thread and of the other threads (it gets the GIL at the next switch interval unless a
+    C call holds it throughout, a GC run or a bytes copy; then the next sample shows who
+    called it), and from schedstat how much of the stall the loop thread spent on a CPU,
+    waiting for one (other processes), and neither (blocked: on the GIL, or in a system
+    call), and which other threads of this process ran meanwhile.
     """
-    history: list[tuple[float, int, int]] = []  # (time, run ns, wait ns) before a stall
+    me = threading.get_native_id()
+    history: list[tuple[float, dict[int, tuple[int, int]]]] = []  # samples before a stall
     began: float | None = None
-    base = (0, 0)
+    base: dict[int, tuple[int, int]] = {}
     stacks: list[str] = []
+    others: dict[str, list[str]] = {}
     while not stop.wait(0.005):
         tick = recorder.last_tick
         now = time.perf_counter()
         if began is not None and tick != began:
-            run, wait = _schedstat(loop_tid)
+            stats = _schedstats()
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            now_loop, then_loop = stats.get(loop_tid, (0, 0)), base.get(loop_tid, (0, 0))
+            run, wait = now_loop[0] - then_loop[0], now_loop[1] - then_loop[1]
+            busy = {
+                names.get(tid, str(tid)): (stats[tid][0] - base.get(tid, (0, 0))[0]) / 1e9
+                for tid in stats
+                if tid not in (loop_tid, me)
+            }
             recorder.stalls.append(
-                Stall(
-                    tick,
-                    tick - began - 0.010,
-                    (run - base[0]) / 1e9,
-                    (wait - base[1]) / 1e9,
-                    stacks,
-                )
+                Stall(tick, tick - began - 0.010, run / 1e9, wait / 1e9, stacks, busy, others)
             )
             began, history = None, []
         if began is None:
             if tick and now - tick > 0.040:
-                began, stacks = tick, []
+                began, stacks, others = tick, [], {}
                 before = [h for h in history if h[0] <= tick]
-                base = (before[-1][1], before[-1][2]) if before else _schedstat(loop_tid)
+                base = before[-1][1] if before else _schedstats()
             else:
-                history = [*history[-20:], (now, *_schedstat(loop_tid))]
+                history = [*history[-20:], (now, _schedstats())]
                 continue
-        frame = sys._current_frames().get(loop_thread)
-        if frame is not None:
-            where = _where(frame)
-            if not stacks or stacks[-1] != where:
-                stacks.append(where)
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in frames.items():
+            if ident == threading.get_ident():
+                continue
+            seen = (
+                stacks
+                if ident == loop_thread
+                else others.setdefault(names.get(ident, str(ident)), [])
+            )
+            where = _where(frame, 5 if ident == loop_thread else 3)
+            if not seen or seen[-1] != where:
+                seen.append(where)
 
 
 class _SlowCallbacks(logging.Handler):
@@ -602,6 +635,10 @@ def analyse(
         lo = bisect.bisect_left(lag_ends, first)
         hi = bisect.bisect_right(lag_ends, aggregated)
         window_lags = [lag for _, lag in rec.lag[lo:hi]]
+        sched = rec.sched[max(lo - 1, 0) : hi]
+        window_cpu = [(b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(sched)]
+        loop_cpu = (sched[-1][0] - sched[0][0]) / 1e9 if sched else 0.0
+        loop_wait = (sched[-1][1] - sched[0][1]) / 1e9 if sched else 0.0
         window_gc = [(pause, gen) for end, pause, gen in rec.gc_runs if first <= end <= aggregated]
         window_stalls = [s for s in rec.stalls if first <= s.end <= aggregated]
         data = ends[r]
@@ -616,6 +653,9 @@ def analyse(
                 "messages": len(ups),
                 "lag_max_s": max(window_lags) if window_lags else None,
                 "lag_samples": len(window_lags),
+                "cpu_between_ticks_max_s": max(window_cpu, default=0.0),
+                "loop_cpu_s": loop_cpu,
+                "loop_runq_s": loop_wait,
                 "window_lags": window_lags,
                 "gc_runs": len(window_gc),
                 "gc_gen2": sum(1 for _, gen in window_gc if gen == 2),
@@ -659,6 +699,11 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
             f"{rate:.2f} updates/s, {r['bytes'] / MB / r['window_s']:.0f} MB/s; all in after "
             f"{r['all_in_s']:.2f} s; loop lag max {1e3 * (r['lag_max_s'] or 0):.0f} ms; "
             f"GC {r['gc_runs']} runs ({r['gc_gen2']} full), longest {1e3 * r['gc_max_s']:.0f} ms"
+        )
+        print(
+            f"    loop thread: on a CPU {r['loop_cpu_s']:.2f} s, waiting for one "
+            f"{r['loop_runq_s']:.2f} s; most CPU between two lag samples "
+            f"{1e3 * r['cpu_between_ticks_max_s']:.0f} ms (the loop's own work, 10 ms sleep included)"
         )
         print(
             f"    coordinator: ingest {t.get('ingest_s', 0):.2f} s (in _drain), aggregate "
@@ -718,6 +763,11 @@ def _print_stalls(stalls: list[Stall], top: int = 5) -> None:
         )
         for where in stall.stacks[:4]:
             print(f"      {where}")
+        for name, cpu in sorted(stall.busy.items(), key=lambda kv: -kv[1])[:3]:
+            if cpu >= 0.005:
+                print(f"      meanwhile {name} ran {1e3 * cpu:.0f} ms:")
+                for where in stall.others.get(name, [])[:3]:
+                    print(f"        {where}")
 
 
 def main() -> None:
@@ -793,7 +843,8 @@ def main() -> None:
                 f"{window:.2f} s)",
                 flush=True,
             )
-        profiler = cProfile.Profile() if args.profile else None
+        # CPU time of the loop thread, not wall time: waits for a CPU or the GIL are not its work.
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
         for kind in ("agents", "replay"):
             if kind not in phases:
                 continue

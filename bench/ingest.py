@@ -177,9 +177,24 @@ def child_bare_pub(port: int, rep: int, index: int, size: int) -> None:
     client.loop_forever()
 
 
-def _child(argv: list[str], *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
+# --publisher-nice: the nice value of every publisher (bare publishers, agents, replay).
+PUBLISHER_NICE = 0
+
+
+def _publisher_prefix() -> list[str]:
+    return ["nice", "-n", str(PUBLISHER_NICE)] if PUBLISHER_NICE else []
+
+
+def _child(
+    argv: list[str], *, stdout: Any = subprocess.PIPE, publisher: bool = False
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *argv],
+        [
+            *(_publisher_prefix() if publisher else []),
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+        ],
         stdout=stdout,
         stderr=None if stdout == subprocess.PIPE else subprocess.STDOUT,
         cwd=REPO,
@@ -205,7 +220,8 @@ def bare_rep(port: int, rep: int, n: int, size: int) -> dict[str, float]:
                 str(i),
                 "--size",
                 str(size),
-            ]
+            ],
+            publisher=True,
         )
         for i in range(n)
     ]
@@ -546,7 +562,8 @@ async def fedbus_phase(
     for i, agent in enumerate(ids):
         log = (logs / f"{agent}.log").open("wb")
         if kind == "agents":
-            argv = [sys.executable, "-m", "edge_agent.cli", "run", "--id", agent]
+            argv = [*_publisher_prefix(), sys.executable, "-m", "edge_agent.cli", "run"]
+            argv += ["--id", agent]
             argv += ["--partition", str(i), "--broker", f"127.0.0.1:{port}", "--threads", "1"]
             procs.append(
                 subprocess.Popen(
@@ -555,7 +572,7 @@ async def fedbus_phase(
             )
         else:
             argv = ["--child", "replay", "--port", str(port), "--id", agent, "--index", str(i)]
-            procs.append(_child(argv, stdout=log))
+            procs.append(_child(argv, stdout=log, publisher=True))
     recorder = Recorder(client_prefix=f"coordinator-{kind}".encode())
     install_recv_hook(recorder)
     loop = asyncio.get_running_loop()
@@ -780,6 +797,12 @@ def main() -> None:
     parser.add_argument("--phases", default="bare,agents,replay")
     parser.add_argument("--asyncio-debug", action="store_true")
     parser.add_argument(
+        "--publisher-nice",
+        type=int,
+        default=0,
+        help="run every publisher process (bare, agents, replay) at this nice value",
+    )
+    parser.add_argument(
         "--stalls",
         action="store_true",
         help="sample the coordinator loop's stack during every stall over 40 ms",
@@ -807,6 +830,8 @@ def main() -> None:
             asyncio.run(child_replay(args.port, args.id, args.index))
         return None
 
+    global PUBLISHER_NICE
+    PUBLISHER_NICE = args.publisher_nice
     phases = [p for p in args.phases.split(",") if p]
     work = Path(args.work or tempfile.mkdtemp(prefix="fedbus-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -819,7 +844,8 @@ def main() -> None:
         f"fedbus {tree}, paho-mqtt {paho.mqtt.__version__}, "
         f"{os.cpu_count()} cores, load {loadavg()}; {args.agents} publishers x "
         f"{UPDATE_BYTES / MB:.1f} MB; chunk size {bus.BrokerSettings().chunk_size / MB:.1f} MB; "
-        f"work dir {work}",
+        + (f"publishers at nice {PUBLISHER_NICE}; " if PUBLISHER_NICE else "")
+        + f"work dir {work}",
         flush=True,
     )
     bare_rate = None

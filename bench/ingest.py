@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--agents 10] [--rounds 3] [--reps 3]
                                      [--phases bare,agents,replay] [--asyncio-debug]
-                                     [--profile FILE]
+                                     [--profile FILE] [--stalls]
 
 One mosquitto (the repo config, a free port) serves every phase, one after the other:
 
@@ -31,11 +31,16 @@ written into its row and FedAvg ran). Updates/s = N / window, MB/s = update byte
 window. For fedbus also: the time until the last update message was in the inbox.
 
 Loop lag: a task in the coordinator's event loop sleeps 10 ms in a loop and records by
-how much each sleep overshot; the figure is the largest overshoot while updates stream
-in (first byte -> aggregated model), and over the whole job. ``--asyncio-debug`` also
-turns on asyncio's debug mode and lists the callbacks that ran longer than 50 ms (debug
-mode slows the loop; the lag figures of such a run are not the ones to quote).
-``--profile FILE`` runs the fedbus phases under cProfile and prints the top functions.
+how much each sleep overshot; the figures are the largest overshoot and the 99th
+percentile while updates stream in (first byte -> aggregated model), and over the whole
+job. Every round also lists the cyclic-GC runs in its window (a collection holds the GIL
+and so stalls the loop from any thread). ``--stalls`` samples the loop thread's stack
+once per stall over 40 ms (from a watchdog thread) and lists where the loop was.
+``--asyncio-debug`` also turns on asyncio's debug mode and lists the callbacks that ran
+longer than 50 ms (debug mode slows the loop; the lag figures of such a run are not the
+ones to quote).
+``--profile FILE`` runs the fedbus phases under cProfile (the loop thread's CPU time) and
+prints the top functions.
 
 Targets (issue): fedbus ingest >= 1.3x the bare stock-paho subscriber in the same run;
 the coordinator's event loop never blocks for more than 50 ms while updates stream in.
@@ -48,7 +53,9 @@ import asyncio
 import bisect
 import contextlib
 import cProfile
+import gc
 import io
+import itertools
 import json
 import logging
 import os
@@ -58,7 +65,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +108,16 @@ def loadavg() -> str:
 
 
 # ============================================================================ bare paho
+def _paho_decoder_is_stock() -> bool:
+    packet = getattr(paho.mqtt, "_packet", None)
+    return packet is None or packet.decode_publish is bus.STOCK_DECODE_PUBLISH
+
+
 def child_bare_sub(port: int, rep: int, count: int) -> None:
     """Stock paho subscriber: first byte after SUBACK -> the count-th message."""
+    # Stock means paho's own PUBLISH decoder too: fedbus installs its own only in
+    # bus.make_client, which the bare processes never call.
+    assert _paho_decoder_is_stock(), "the bare subscriber must run stock paho"
     state: dict[str, Any] = {"armed": False, "first": None, "last": None, "n": 0, "bytes": 0}
     original = mqtt.Client._sock_recv
 
@@ -160,9 +177,24 @@ def child_bare_pub(port: int, rep: int, index: int, size: int) -> None:
     client.loop_forever()
 
 
-def _child(argv: list[str], *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
+# --publisher-nice: the nice value of every publisher (bare publishers, agents, replay).
+PUBLISHER_NICE = 0
+
+
+def _publisher_prefix() -> list[str]:
+    return ["nice", "-n", str(PUBLISHER_NICE)] if PUBLISHER_NICE else []
+
+
+def _child(
+    argv: list[str], *, stdout: Any = subprocess.PIPE, publisher: bool = False
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *argv],
+        [
+            *(_publisher_prefix() if publisher else []),
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+        ],
         stdout=stdout,
         stderr=None if stdout == subprocess.PIPE else subprocess.STDOUT,
         cwd=REPO,
@@ -188,7 +220,8 @@ def bare_rep(port: int, rep: int, n: int, size: int) -> dict[str, float]:
                 str(i),
                 "--size",
                 str(size),
-            ]
+            ],
+            publisher=True,
         )
         for i in range(n)
     ]
@@ -268,6 +301,24 @@ async def child_replay(port: int, agent: str, partition: int) -> None:
 
 # ============================================================================ fedbus phase
 @dataclass
+class Stall:
+    """A stall of the coordinator's loop over 40 ms, seen by ``stall_watch``."""
+
+    end: float  # perf_counter when the loop ran again
+    lag: float  # the lag probe's overshoot
+    cpu: float  # of it, seconds the loop thread ran on a CPU
+    runq: float  # seconds it was runnable but other threads or processes had the CPUs
+    stacks: list[str]  # the loop thread's stacks sampled during the stall, in order
+    busy: dict[str, float]  # other threads of this process: seconds on a CPU meanwhile
+    others: dict[str, list[str]]  # their stacks sampled meanwhile
+
+    @property
+    def blocked(self) -> float:
+        """Neither running nor runnable: waiting for the GIL, or in a system call."""
+        return max(0.0, self.lag + 0.010 - self.cpu - self.runq)
+
+
+@dataclass
 class Recorder:
     """What the bench sees of the in-process coordinator (all times perf_counter)."""
 
@@ -279,7 +330,23 @@ class Recorder:
     inbox: list[tuple[float, str, int]] = field(default_factory=list)
     round_begins: dict[int, float] = field(default_factory=dict)
     lag: list[tuple[float, float]] = field(default_factory=list)  # (sleep end, overshoot)
+    # The loop thread's schedstat at each lag sample: what it ran between two samples is an
+    # upper bound on how long its own work held it; the rest of a lag is waiting for a CPU.
+    sched: list[tuple[int, int]] = field(default_factory=list)
     slow_callbacks: list[str] = field(default_factory=list)
+    # (end, pause, generation) of every cyclic-GC run in this process: a collection holds
+    # the GIL, so it stalls the event loop whichever thread triggered it.
+    gc_runs: list[tuple[float, float, int]] = field(default_factory=list)
+    _gc_began: float = 0.0
+    last_tick: float = 0.0  # the lag probe's last wake-up
+    stalls: list[Stall] = field(default_factory=list)  # --stalls: loop stalls over 40 ms
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_began = now
+        else:
+            self.gc_runs.append((now, now - self._gc_began, int(info["generation"])))
 
 
 class _InstrumentedInbox(asyncio.Queue):  # type: ignore[type-arg]
@@ -327,12 +394,97 @@ class TimedService(CoordinatorService):
             self.recorder.task_acks.append(time.perf_counter())
 
 
+def _thread_schedstat() -> tuple[int, int]:
+    """This thread's (ns on a CPU, ns runnable but waiting for one); zeros off Linux."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait, _ = f.read().split()
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0
+
+
 async def lag_probe(recorder: Recorder, period: float = 0.010) -> None:
     while True:
         t = time.perf_counter()
         await asyncio.sleep(period)
         end = time.perf_counter()
+        recorder.last_tick = end
         recorder.lag.append((end, end - t - period))
+        recorder.sched.append(_thread_schedstat())
+
+
+def _schedstats() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (ns on a CPU, ns runnable but waiting for one)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            run, wait, _ = (task / "schedstat").read_text().split()
+            out[int(task.name)] = (int(run), int(wait))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _where(frame: Any, depth: int = 5) -> str:
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+
+
+def stall_watch(recorder: Recorder, loop_thread: int, loop_tid: int, stop: threading.Event) -> None:
+    """Watch the loop for stalls over 40 ms (``--stalls``) and say what each one was.
+
+    Runs in its own thread, every 5 ms: during a stall it samples the stacks of the loop
+    thread and of the other threads (it gets the GIL at the next switch interval unless a
+    C call holds it throughout, a GC run or a bytes copy; then the next sample shows who
+    called it), and from schedstat how much of the stall the loop thread spent on a CPU,
+    waiting for one (other processes), and neither (blocked: on the GIL, or in a system
+    call), and which other threads of this process ran meanwhile.
+    """
+    me = threading.get_native_id()
+    history: list[tuple[float, dict[int, tuple[int, int]]]] = []  # samples before a stall
+    began: float | None = None
+    base: dict[int, tuple[int, int]] = {}
+    stacks: list[str] = []
+    others: dict[str, list[str]] = {}
+    while not stop.wait(0.005):
+        tick = recorder.last_tick
+        now = time.perf_counter()
+        if began is not None and tick != began:
+            stats = _schedstats()
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            now_loop, then_loop = stats.get(loop_tid, (0, 0)), base.get(loop_tid, (0, 0))
+            run, wait = now_loop[0] - then_loop[0], now_loop[1] - then_loop[1]
+            busy = {
+                names.get(tid, str(tid)): (stats[tid][0] - base.get(tid, (0, 0))[0]) / 1e9
+                for tid in stats
+                if tid not in (loop_tid, me)
+            }
+            recorder.stalls.append(
+                Stall(tick, tick - began - 0.010, run / 1e9, wait / 1e9, stacks, busy, others)
+            )
+            began, history = None, []
+        if began is None:
+            if tick and now - tick > 0.040:
+                began, stacks, others = tick, [], {}
+                before = [h for h in history if h[0] <= tick]
+                base = before[-1][1] if before else _schedstats()
+            else:
+                history = [*history[-20:], (now, _schedstats())]
+                continue
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in frames.items():
+            if ident == threading.get_ident():
+                continue
+            seen = (
+                stacks
+                if ident == loop_thread
+                else others.setdefault(names.get(ident, str(ident)), [])
+            )
+            where = _where(frame, 5 if ident == loop_thread else 3)
+            if not seen or seen[-1] != where:
+                seen.append(where)
 
 
 class _SlowCallbacks(logging.Handler):
@@ -378,7 +530,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def fedbus_phase(
-    kind: str, port: int, n: int, rounds: int, work: Path, debug: bool
+    kind: str, port: int, n: int, rounds: int, work: Path, debug: bool, stalls: bool
 ) -> dict[str, Any]:
     settings = bus.BrokerSettings(port=port)
     topics = Topics(settings.prefix)
@@ -410,7 +562,8 @@ async def fedbus_phase(
     for i, agent in enumerate(ids):
         log = (logs / f"{agent}.log").open("wb")
         if kind == "agents":
-            argv = [sys.executable, "-m", "edge_agent.cli", "run", "--id", agent]
+            argv = [*_publisher_prefix(), sys.executable, "-m", "edge_agent.cli", "run"]
+            argv += ["--id", agent]
             argv += ["--partition", str(i), "--broker", f"127.0.0.1:{port}", "--threads", "1"]
             procs.append(
                 subprocess.Popen(
@@ -419,7 +572,7 @@ async def fedbus_phase(
             )
         else:
             argv = ["--child", "replay", "--port", str(port), "--id", agent, "--index", str(i)]
-            procs.append(_child(argv, stdout=log))
+            procs.append(_child(argv, stdout=log, publisher=True))
     recorder = Recorder(client_prefix=f"coordinator-{kind}".encode())
     install_recv_hook(recorder)
     loop = asyncio.get_running_loop()
@@ -428,6 +581,7 @@ async def fedbus_phase(
     if debug:
         loop.set_debug(True)
         loop.slow_callback_duration = 0.050
+    gc.callbacks.append(recorder.on_gc)
     try:
         await wait_online(settings, set(ids), timeout=300)
         service = TimedService(
@@ -442,13 +596,22 @@ async def fedbus_phase(
         service.model_topics = {topics.job_model(name)}
         service.submit(config)
         probe = asyncio.create_task(lag_probe(recorder))
+        watch_stop = threading.Event()
+        if stalls:
+            threading.Thread(
+                target=stall_watch,
+                args=(recorder, threading.get_ident(), threading.get_native_id(), watch_stop),
+                daemon=True,
+            ).start()
         began = time.perf_counter()
         results = await service.serve(exit_when_idle=True)
         total = time.perf_counter() - began
+        watch_stop.set()
         probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await probe
     finally:
+        gc.callbacks.remove(recorder.on_gc)
         loop.set_debug(False)
         logging.getLogger("asyncio").removeHandler(handler)
         _stop(procs)
@@ -489,6 +652,12 @@ def analyse(
         lo = bisect.bisect_left(lag_ends, first)
         hi = bisect.bisect_right(lag_ends, aggregated)
         window_lags = [lag for _, lag in rec.lag[lo:hi]]
+        sched = rec.sched[max(lo - 1, 0) : hi]
+        window_cpu = [(b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(sched)]
+        loop_cpu = (sched[-1][0] - sched[0][0]) / 1e9 if sched else 0.0
+        loop_wait = (sched[-1][1] - sched[0][1]) / 1e9 if sched else 0.0
+        window_gc = [(pause, gen) for end, pause, gen in rec.gc_runs if first <= end <= aggregated]
+        window_stalls = [s for s in rec.stalls if first <= s.end <= aggregated]
         data = ends[r]
         durations = list(data.get("durations", {}).values())
         rounds.append(
@@ -501,6 +670,14 @@ def analyse(
                 "messages": len(ups),
                 "lag_max_s": max(window_lags) if window_lags else None,
                 "lag_samples": len(window_lags),
+                "cpu_between_ticks_max_s": max(window_cpu, default=0.0),
+                "loop_cpu_s": loop_cpu,
+                "loop_runq_s": loop_wait,
+                "window_lags": window_lags,
+                "gc_runs": len(window_gc),
+                "gc_gen2": sum(1 for _, gen in window_gc if gen == 2),
+                "gc_max_s": max((pause for pause, _ in window_gc), default=0.0),
+                "stalls": window_stalls,
                 "timing": data.get("timing", {}),
                 "agent_wall_s": (min(durations), max(durations)) if durations else None,
                 "dispatch_to_first_byte_s": first - acked,
@@ -515,6 +692,8 @@ def analyse(
         "lag_max_job_s": lags[-1] if lags else None,
         "lag_p99_job_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
         "slow_callbacks": rec.slow_callbacks,
+        "stalls_job": rec.stalls,
+        "gc_full_job": [pause for _, pause, gen in rec.gc_runs if gen == 2],
     }
 
 
@@ -535,7 +714,13 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
             f"  round {r['round']}: {r['updates']} updates, {r['bytes'] / MB:.0f} MB in "
             f"{r['messages']} messages; first byte -> aggregated {r['window_s']:.2f} s = "
             f"{rate:.2f} updates/s, {r['bytes'] / MB / r['window_s']:.0f} MB/s; all in after "
-            f"{r['all_in_s']:.2f} s; loop lag max {1e3 * (r['lag_max_s'] or 0):.0f} ms"
+            f"{r['all_in_s']:.2f} s; loop lag max {1e3 * (r['lag_max_s'] or 0):.0f} ms; "
+            f"GC {r['gc_runs']} runs ({r['gc_gen2']} full), longest {1e3 * r['gc_max_s']:.0f} ms"
+        )
+        print(
+            f"    loop thread: on a CPU {r['loop_cpu_s']:.2f} s, waiting for one "
+            f"{r['loop_runq_s']:.2f} s; most CPU between two lag samples "
+            f"{1e3 * r['cpu_between_ticks_max_s']:.0f} ms (the loop's own work, 10 ms sleep included)"
         )
         print(
             f"    coordinator: ingest {t.get('ingest_s', 0):.2f} s (in _drain), aggregate "
@@ -549,6 +734,8 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
     updates = statistics.median(r["updates"] for r in rounds)
     rate = updates / window
     lag = max((r["lag_max_s"] or 0) for r in rounds)
+    streaming = sorted(lag for r in rounds for lag in r["window_lags"])
+    p99 = streaming[int(0.99 * (len(streaming) - 1))] if streaming else 0.0
     print(
         f"  median: {rate:.2f} updates/s, {nbytes / MB / window:.0f} MB/s (first byte -> "
         f"aggregated model {window:.2f} s)"
@@ -560,15 +747,44 @@ def print_fedbus(result: dict[str, Any], bare_rate: float | None) -> float | Non
     )
     verdict = "met" if lag <= 0.050 else "MISSED"
     print(
-        f"  loop lag while updates stream in: max {lag * 1e3:.0f} ms (target <= 50 ms: {verdict}); "
+        f"  loop lag while updates stream in: max {lag * 1e3:.0f} ms (target <= 50 ms: {verdict}), "
+        f"p99 {p99 * 1e3:.0f} ms; "
         f"whole job: max {1e3 * (result['lag_max_job_s'] or 0):.0f} ms, p99 "
         f"{1e3 * (result['lag_p99_job_s'] or 0):.0f} ms"
+    )
+    streaming_stalls = [s for r in rounds for s in r["stalls"]]
+    if streaming_stalls:
+        print(f"  loop stalls over 40 ms while streaming ({len(streaming_stalls)}), longest first:")
+        _print_stalls(streaming_stalls)
+    other = [s for s in result["stalls_job"] if s not in streaming_stalls]
+    if other:
+        print(f"  loop stalls over 40 ms outside streaming ({len(other)}), longest first:")
+        _print_stalls(other)
+    full = result["gc_full_job"]
+    print(
+        f"  full GC runs over the whole job: {len(full)}"
+        + (f", longest {1e3 * max(full):.0f} ms" if full else "")
     )
     if result["slow_callbacks"]:
         print(f"  asyncio slow callbacks (> 50 ms): {len(result['slow_callbacks'])}")
         for line in result["slow_callbacks"][:8]:
             print(f"    {line}")
     return rate
+
+
+def _print_stalls(stalls: list[Stall], top: int = 5) -> None:
+    for stall in sorted(stalls, key=lambda s: -s.lag)[:top]:
+        print(
+            f"    {1e3 * stall.lag:.0f} ms: on a CPU {1e3 * stall.cpu:.0f} ms, waiting for one "
+            f"{1e3 * stall.runq:.0f} ms, blocked (GIL, system call) {1e3 * stall.blocked:.0f} ms"
+        )
+        for where in stall.stacks[:4]:
+            print(f"      {where}")
+        for name, cpu in sorted(stall.busy.items(), key=lambda kv: -kv[1])[:3]:
+            if cpu >= 0.005:
+                print(f"      meanwhile {name} ran {1e3 * cpu:.0f} ms:")
+                for where in stall.others.get(name, [])[:3]:
+                    print(f"        {where}")
 
 
 def main() -> None:
@@ -580,6 +796,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="bare repetitions")
     parser.add_argument("--phases", default="bare,agents,replay")
     parser.add_argument("--asyncio-debug", action="store_true")
+    parser.add_argument(
+        "--publisher-nice",
+        type=int,
+        default=0,
+        help="run every publisher process (bare, agents, replay) at this nice value",
+    )
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="sample the coordinator loop's stack during every stall over 40 ms",
+    )
     parser.add_argument("--profile", default=None, help="cProfile the fedbus phases into FILE")
     parser.add_argument("--work", default=None)
     # child modes (this file starts itself)
@@ -603,6 +830,8 @@ def main() -> None:
             asyncio.run(child_replay(args.port, args.id, args.index))
         return None
 
+    global PUBLISHER_NICE
+    PUBLISHER_NICE = args.publisher_nice
     phases = [p for p in args.phases.split(",") if p]
     work = Path(args.work or tempfile.mkdtemp(prefix="fedbus-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -615,7 +844,8 @@ def main() -> None:
         f"fedbus {tree}, paho-mqtt {paho.mqtt.__version__}, "
         f"{os.cpu_count()} cores, load {loadavg()}; {args.agents} publishers x "
         f"{UPDATE_BYTES / MB:.1f} MB; chunk size {bus.BrokerSettings().chunk_size / MB:.1f} MB; "
-        f"work dir {work}",
+        + (f"publishers at nice {PUBLISHER_NICE}; " if PUBLISHER_NICE else "")
+        + f"work dir {work}",
         flush=True,
     )
     bare_rate = None
@@ -639,7 +869,8 @@ def main() -> None:
                 f"{window:.2f} s)",
                 flush=True,
             )
-        profiler = cProfile.Profile() if args.profile else None
+        # CPU time of the loop thread, not wall time: waits for a CPU or the GIL are not its work.
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
         for kind in ("agents", "replay"):
             if kind not in phases:
                 continue
@@ -647,7 +878,15 @@ def main() -> None:
             if profiler:
                 profiler.enable()
             fedbus[kind] = asyncio.run(
-                fedbus_phase(kind, broker.port, args.agents, args.rounds, work, args.asyncio_debug)
+                fedbus_phase(
+                    kind,
+                    broker.port,
+                    args.agents,
+                    args.rounds,
+                    work,
+                    args.asyncio_debug,
+                    args.stalls,
+                )
             )
             if profiler:
                 profiler.disable()

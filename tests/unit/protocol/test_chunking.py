@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fedbus_protocol.chunking import Reassembler, is_chunk, parse, split
+from fedbus_protocol.chunking import Reassembler, is_chunk, parse, split, verify
 from fedbus_protocol.errors import InvalidMessage
 
 PAYLOAD = bytes(random.Random(0).randbytes(10_000))
@@ -94,3 +94,48 @@ def test_small_payload_is_one_chunk_and_empty_works() -> None:
     assert len(list(split(b"abc", "t", chunk_size=10))) == 1
     r = reassembler()
     assert r.offer("a", next(split(b"", "e", chunk_size=10)), 0.0) == b""
+
+
+def test_reassembly_keeps_views_of_the_chunks_and_joins_in_verify() -> None:
+    # The event loop's part is bookkeeping only: each body stays a view of its message.
+    chunks = list(split(PAYLOAD, "t", chunk_size=3000))
+    r = reassembler()
+    done = None
+    for c in reversed(chunks):
+        done = r.offer_unverified("a", c, 0.0)
+    assert done is not None and done.total == len(PAYLOAD)
+    assert [part.obj for part in done.parts] == chunks
+    assert bytes(verify(done)) == PAYLOAD
+
+
+def test_a_chunk_changed_after_it_was_offered_fails_integrity() -> None:
+    chunks = list(split(PAYLOAD, "t", chunk_size=3000))
+    r = reassembler()
+    for c in chunks[:-1]:
+        r.offer_unverified("a", c, 0.0)
+    done = r.offer_unverified("a", chunks[-1], 0.0)
+    chunks[0][-1] ^= 0xFF  # a reused receive buffer, say
+    with pytest.raises(InvalidMessage) as info:
+        verify(done)  # type: ignore[arg-type]
+    assert info.value.reason == "integrity"
+
+
+def test_a_wrongly_sized_last_chunk_that_came_first_is_malformed() -> None:
+    chunks = list(split(PAYLOAD, "t", chunk_size=3000))
+    last = parse(chunks[-1])
+    # Same transfer header fields, a body 7 bytes too long.
+    header = chunks[-1][: len(chunks[-1]) - len(last.body)]
+    forged = header + bytes(len(last.body) + 7)
+    r = reassembler()
+    r.offer_unverified("a", forged, 0.0)
+    for c in chunks[1:-1]:
+        r.offer_unverified("a", c, 0.0)
+    with pytest.raises(InvalidMessage) as info:
+        r.offer_unverified("a", chunks[0], 0.0)
+    assert info.value.reason == "malformed"
+
+
+def test_one_chunk_payload_verifies_without_a_join() -> None:
+    (only,) = split(PAYLOAD, "t", chunk_size=len(PAYLOAD))
+    done = reassembler().offer_unverified("a", only, 0.0)
+    assert done is not None and bytes(verify(done)) == PAYLOAD

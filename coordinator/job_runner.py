@@ -242,9 +242,13 @@ class JobRunner:
         )
         # Reuse last round's buffer (the publish before was acknowledged, so paho let go of
         # it): the same-sized model is written into already-mapped memory every round.
-        payload = encode_envelope(
-            meta, self.layout.unflatten(self.global_flat), into=self._model_buffer
-        )
+        tensors = self.layout.unflatten(self.global_flat)
+        if self.layout.num_params * 4 > INLINE_DECODE_BYTES:  # 44 MB: ~65 ms of copying
+            payload = await asyncio.to_thread(
+                encode_envelope, meta, tensors, into=self._model_buffer
+            )
+        else:
+            payload = encode_envelope(meta, tensors, into=self._model_buffer)
         self._model_buffer = bytearray()
         await self._publish(
             self.topics.job_model(self.job),
@@ -688,7 +692,7 @@ class JobRunner:
             if not deferred:
                 await self._finish_validation(emit=False)
         t5 = time.perf_counter()
-        self._checkpoint()
+        await asyncio.to_thread(self._checkpoint)  # the model file: tens of ms for 44 MB
         timing["checkpoint_s"] = time.perf_counter() - t5
         timing["overhead_s"] = sum(timing.values())
         if not deferred:  # else the validation's end emits it, next round
@@ -734,7 +738,7 @@ class JobRunner:
         self.completed_rounds = round_
         entry = report.as_dict()
         self.history.append(entry)
-        self._checkpoint()
+        await asyncio.to_thread(self._checkpoint)  # the model file: tens of ms for 44 MB
         await self._emit_round_end(entry, self.virtual_time)
         await self.publish_status()
 
@@ -807,8 +811,8 @@ class JobRunner:
         # Every update was checked finite, but the new model can still overflow: build it
         # in the delta buffer and take it only if finite (one more pass over P); the old
         # model's buffer becomes the next round's delta buffer.
-        candidate = np.add(self.global_flat, delta, out=delta)
-        if not await asyncio.to_thread(_all_finite, candidate):
+        candidate = await asyncio.to_thread(_add_if_finite, self.global_flat, delta)
+        if candidate is None:
             report.ok, report.reason = False, "the aggregated model is not finite (overflow)"
             report.kept = []
             return
@@ -1046,9 +1050,11 @@ class JobRunner:
         collection.accept(item.agent, time.monotonic())
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def _add_if_finite(model: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
+    """model + delta, written over ``delta``; None when the sum is not finite everywhere."""
+    np.add(model, delta, out=delta)
     with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(values.sum(dtype=np.float32)))
+        return delta if bool(np.isfinite(delta.sum(dtype=np.float32))) else None
 
 
 def _duration(meta: UpdateMeta, measured: float) -> float:

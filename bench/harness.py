@@ -74,12 +74,16 @@ class RunResult:
     def points(self) -> list[Point]:
         return accuracy_points(self.events)
 
-    def time_to(self, target: float) -> float | None:
-        """Virtual seconds until the first validation at or above ``target`` (None: never)."""
-        return time_to_target(self.events, target)
+    def time_to(self, target: float, smooth: int = 1) -> float | None:
+        """Virtual seconds until the first validation at or above ``target`` (None: never).
 
-    def round_to(self, target: float) -> int | None:
-        hit = first_at_or_above(self.points, target)
+        ``smooth``: on the trailing mean of that many validations instead of each one.
+        """
+        hit = first_at_or_above(smoothed(self.points, smooth), target)
+        return hit.virtual_time if hit else None
+
+    def round_to(self, target: float, smooth: int = 1) -> int | None:
+        hit = first_at_or_above(smoothed(self.points, smooth), target)
         return hit.round if hit else None
 
     @property
@@ -235,6 +239,23 @@ def accuracy_points(events: list[dict[str, Any]]) -> list[Point]:
         for e in events
         if e["event"] == "TEST_RESULT"
     ]
+
+
+def smoothed(points: list[Point], window: int) -> list[Point]:
+    """Each validation's accuracy replaced by the mean of the last ``window`` (full windows).
+
+    One evaluation of a non-IID federated model swings by a few points from round to round;
+    a time to target read from single evaluations is mostly that noise. The trailing mean
+    is as available to a user at that moment as the raw value (no look-ahead).
+    """
+    if window <= 1:
+        return points
+    out = []
+    for i in range(window - 1, len(points)):
+        mean = sum(p.accuracy for p in points[i - window + 1 : i + 1]) / window
+        p = points[i]
+        out.append(Point(p.round, p.virtual_time, mean, p.loss))
+    return out
 
 
 def first_at_or_above(points: list[Point], target: float) -> Point | None:

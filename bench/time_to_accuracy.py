@@ -147,14 +147,15 @@ class Row:
     adaptive: bool
     runs: list[RunResult]
     target: float
+    smooth: int = 1
 
     @property
     def tta(self) -> float | None:
-        return median_or_none([r.time_to(self.target) for r in self.runs])
+        return median_or_none([r.time_to(self.target, self.smooth) for r in self.runs])
 
     @property
     def reached(self) -> int:
-        return sum(1 for r in self.runs if r.time_to(self.target) is not None)
+        return sum(1 for r in self.runs if r.time_to(self.target, self.smooth) is not None)
 
     @property
     def final(self) -> float | None:
@@ -163,7 +164,7 @@ class Row:
 
     @property
     def rounds_to(self) -> float | None:
-        return median_or_none([_f(r.round_to(self.target)) for r in self.runs])
+        return median_or_none([_f(r.round_to(self.target, self.smooth)) for r in self.runs])
 
     @property
     def round_s(self) -> float:
@@ -199,10 +200,12 @@ def describe_run(run: RunResult, target: float) -> str:
 
 def print_table(rows: list[Row], study: Study) -> None:
     by = {(r.policy, r.adaptive): r for r in rows}
+    smooth = rows[0].smooth if rows else 1
     print()
     print(
         f"time to {study.target:.0%} accuracy (virtual hours, median over seeds; '-': most seeds"
         " never reached it)"
+        + (f", on the trailing mean of {smooth} evaluations" if smooth > 1 else "")
     )
     header = (
         f"{'policy':<10} {'adaptive':<8} {'hours':>7} {'reached':>7} {'rounds':>6}"
@@ -221,7 +224,7 @@ def print_table(rows: list[Row], study: Study) -> None:
             f"{r.policy:<10} {'on' if r.adaptive else 'off':<8} {fmt_hours(r.tta):>7}"
             f" {r.reached:>3}/{len(r.runs):<3} {rounds:>6} {final:>6} {r.round_s:>7.1f}"
             f" {_ratio(base.tta if base else None, r.tta):>9} {gain:>10} {r.wall:>7.1f}"
-            f"  {' '.join(fmt_hours(run.time_to(study.target)) for run in r.runs)}"
+            f"  {' '.join(fmt_hours(run.time_to(study.target, smooth)) for run in r.runs)}"
         )
 
 
@@ -271,6 +274,7 @@ async def run_study(args: argparse.Namespace, study: Study) -> list[Row]:
         for a in args.mode_list
         if (p, a) in results
     ]
+    args.rows_smoothed = [Row(r.policy, r.adaptive, r.runs, r.target, args.smooth) for r in rows]
     summary = {
         "study": study.__dict__,
         "seeds": args.seed_list,
@@ -279,6 +283,7 @@ async def run_study(args: argparse.Namespace, study: Study) -> list[Row]:
                 "policy": p,
                 "adaptive": a,
                 "time_to_target_s": r.time_to(study.target),
+                "time_to_target_smoothed_s": r.time_to(study.target, args.smooth),
                 "round_to_target": r.round_to(study.target),
                 "final_accuracy": r.final_accuracy,
                 "rounds": r.rounds,
@@ -320,6 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         "--proximal-mu", type=float, default=0.0, help="FedProx mu (0: FedAvg's plain SGD)"
     )
     parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=5,
+        help="also tabulate time to target on the trailing mean of this many evaluations",
+    )
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--modes", default="off,on", help="adaptive training: off, on or both")
@@ -373,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = asyncio.run(run_study(args, study))
     print_table(rows, study)
+    if args.smooth > 1:
+        print_table(args.rows_smoothed, study)
     out = Path(args.out)
     run_dirs = sorted(p for p in out.iterdir() if (p / "events.jsonl").exists())
     call_report(run_dirs, out / "report", study.target)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.config import JobConfig
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
@@ -22,6 +23,25 @@ from .conftest import job_config
 K = 10
 SEED = 11
 STEPS, BATCH = 5, 16
+
+
+async def run_with(
+    emulator: Emulator, settings: bus.BrokerSettings, config: JobConfig, runs: Path
+) -> CoordinatorService:
+    """Connect the emulated fleet, run the job to its end, disconnect the fleet."""
+    ready = asyncio.Event()
+    emu_task = asyncio.create_task(emulator.run(connected=ready))
+    try:
+        async with asyncio.timeout(60):
+            await ready.wait()
+        service = CoordinatorService(settings, runs_dir=runs)
+        service.submit(config)
+        async with asyncio.timeout(120):
+            assert await service.serve(exit_when_idle=True) == {config.name: True}
+        return service
+    finally:
+        emu_task.cancel()
+        await asyncio.gather(emu_task, return_exceptions=True)
 
 
 async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
@@ -47,18 +67,7 @@ async def test_virtual_rounds_keep_exactly_the_k_fastest_active(
     )
     # Told the job's data, every emulated agent reports its partition size at start-up.
     emulator = Emulator(fleet, settings, name="emu", data=DataSpec(config.data, config.data_args))
-    ready = asyncio.Event()
-    emu_task = asyncio.create_task(emulator.run(connected=ready))
-    try:
-        async with asyncio.timeout(60):
-            await ready.wait()
-        service = CoordinatorService(settings, runs_dir=tmp_path)
-        service.submit(config)
-        async with asyncio.timeout(120):
-            assert await service.serve(exit_when_idle=True) == {"virt": True}
-    finally:
-        emu_task.cancel()
-        await asyncio.gather(emu_task, return_exceptions=True)
+    service = await run_with(emulator, settings, config, tmp_path)
 
     # The sizes reached the coordinator's registry (the selectors' initial prior).
     expected = {
@@ -128,20 +137,10 @@ async def test_a_fleet_that_is_asleep_makes_the_virtual_clock_wait_not_the_job_c
         fleet=str(fleet_path),
         eval_interval=0,
     )
-    emulator = Emulator(load_fleet(fleet_path), settings, name="emu-night")
-    ready = asyncio.Event()
-    emu_task = asyncio.create_task(emulator.run(connected=ready))
-    try:
-        async with asyncio.timeout(60):
-            await ready.wait()
-        service = CoordinatorService(settings, runs_dir=tmp_path)
-        service.submit(config)
-        # Execute
-        async with asyncio.timeout(60):
-            assert await service.serve(exit_when_idle=True) == {"night": True}
-    finally:
-        emu_task.cancel()
-        await asyncio.gather(emu_task, return_exceptions=True)
+    # Execute
+    await run_with(
+        Emulator(load_fleet(fleet_path), settings, name="emu-night"), settings, config, tmp_path
+    )
     # Assert: the first round began when the fleet woke up, and both rounds trained.
     events = read_events(tmp_path / "night" / "events.jsonl")
     begins = [e for e in events if e["event"] == "ROUND_BEGIN"]

@@ -15,6 +15,7 @@ validate every ``eval_interval`` rounds, checkpoint, and emit ROUND_END. Heavy n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -189,6 +190,8 @@ class JobRunner:
         self._stack: UpdateStack | None = None
         self._row_of: dict[str, int] = {}
         self._pending_eval: _PendingEval | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._model_sending: asyncio.Task[None] | None = None
         self.server_eval = (
             ServerEvaluator(config.model, config.test_data, config.test_data_args)
             if config.test_data
@@ -213,8 +216,33 @@ class JobRunner:
         self.global_flat: np.ndarray
 
     # -- publishing -------------------------------------------------------------------
+    def _publish_soon(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        retain: bool,
+        chunk_topic: Callable[[int], str] | None = None,
+    ) -> asyncio.Task[None]:
+        """Publish (QoS 1) without waiting here for the broker's acknowledgement.
+
+        Events, status and the new model are for watchers and agents, not for the round
+        loop's next step: waiting out each PUBACK put four or five broker round trips
+        (several ms each with ten agent processes on two cores) between one round's last
+        update and the next round's tasks. Publishes still leave in the order they are
+        made (one connection, tasks run first in, first out); the job waits for all of
+        them before it ends.
+        """
+        task = asyncio.ensure_future(self._publish(topic, payload, 1, retain, chunk_topic))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def _flush_publishes(self) -> None:
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight)
+
     async def _publish_event(self, payload: bytes) -> None:
-        await self._publish(self.topics.job_events(self.job), payload, 1, False)
+        self._publish_soon(self.topics.job_events(self.job), payload, False)
 
     async def publish_status(self, state: str = "running") -> None:
         status = JobStatus(
@@ -231,7 +259,7 @@ class JobRunner:
             late=self.late_updates,
             ts=time.time(),
         )
-        await self._publish(self.topics.job_status(self.job), encode_json(status), 1, True)
+        self._publish_soon(self.topics.job_status(self.job), encode_json(status), True)
 
     async def publish_model(self) -> None:
         meta = ModelMeta(
@@ -240,8 +268,11 @@ class JobRunner:
             round=self.completed_rounds,
             names=self.layout.names,
         )
-        # Reuse last round's buffer (the publish before was acknowledged, so paho let go of
-        # it): the same-sized model is written into already-mapped memory every round.
+        # Reuse last round's buffer once its publish is acknowledged (paho let go of it):
+        # the same-sized model is written into already-mapped memory every round.
+        if self._model_sending is not None:
+            with contextlib.suppress(Exception):  # a failed publish left no buffer to reuse
+                await self._model_sending
         tensors = self.layout.unflatten(self.global_flat)
         if self.layout.num_params * 4 > INLINE_DECODE_BYTES:  # 44 MB: ~65 ms of copying
             payload = await asyncio.to_thread(
@@ -250,14 +281,18 @@ class JobRunner:
         else:
             payload = encode_envelope(meta, tensors, into=self._model_buffer)
         self._model_buffer = bytearray()
-        await self._publish(
+        self._model_sending = self._publish_soon(
             self.topics.job_model(self.job),
             payload,
-            1,
             True,
             lambda index: self.topics.job_model_chunk(self.job, index),
         )
-        self._model_buffer = payload
+
+        def reuse(sent: asyncio.Task[None]) -> None:
+            if not sent.cancelled() and sent.exception() is None:
+                self._model_buffer = payload
+
+        self._model_sending.add_done_callback(reuse)
 
     async def republish(self) -> None:
         """After a reconnect: the broker may have lost retained messages in a crash."""
@@ -366,6 +401,7 @@ class JobRunner:
                     EventName.JOB_FAILED, self.completed_rounds, {"reason": "no agents"}
                 )
                 await self.publish_status("failed")
+                await self._flush_publishes()
                 return False
             while self.completed_rounds < self.config.rounds:
                 await self._round(self.completed_rounds + 1)
@@ -382,6 +418,7 @@ class JobRunner:
                 virtual_time=self.virtual_time,
             )
             await self.publish_status("finished")
+            await self._flush_publishes()
             return True
         finally:
             self.events.close()

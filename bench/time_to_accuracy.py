@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet-seed", type=int, default=1)
     parser.add_argument("--k", type=int, default=20, help="participants kept per round")
     parser.add_argument("--overcommitment", type=float, default=1.3)
-    parser.add_argument("--rounds", type=int, default=45)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--eval-interval", type=int, default=1)
     parser.add_argument("--local-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=10)
@@ -322,16 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-model-params", type=int, default=1_500_000)
     parser.add_argument("--t-budget", type=float, default=10.0)
     parser.add_argument(
-        "--proximal-mu", type=float, default=0.0, help="FedProx mu (0: FedAvg's plain SGD)"
+        "--proximal-mu", type=float, default=1.0, help="FedProx mu (0: FedAvg's plain SGD)"
     )
-    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--target", type=float, default=0.75)
     parser.add_argument(
         "--smooth",
         type=int,
         default=5,
         help="also tabulate time to target on the trailing mean of this many evaluations",
     )
-    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--modes", default="off,on", help="adaptive training: off, on or both")
     parser.add_argument(

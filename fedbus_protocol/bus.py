@@ -171,7 +171,7 @@ def make_client(
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = settings.session_expiry if persistent else 0
     tls_context = ssl.create_default_context(cafile=settings.tls_ca) if settings.tls_ca else None
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         settings.host,
         settings.port,
         identifier=client_id,
@@ -189,6 +189,10 @@ def make_client(
         # ACK (measured: TEST_RESULT -> ROUND_END 38-47 ms every round; 0-4 ms without).
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     )
+    # aiomqtt warns once more than 10 publishes await their PUBACK; fedbus keeps a round's
+    # fan-out of tasks and its events in flight at once on purpose, up to max_inflight.
+    client.pending_calls_threshold = max(settings.max_inflight, 10)
+    return client
 
 
 class Backoff:

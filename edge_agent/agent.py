@@ -194,29 +194,20 @@ class EdgeAgent:
             self.tasks_done += 1
 
     async def _report_failure(self, task: Task, reason: str) -> None:
+        common = {
+            "job": task.job,
+            "round": task.round,
+            "agent": self.agent_id,
+            "task_id": task.task_id,
+            "success": False,
+            "reason": reason,
+        }
         meta: UpdateMeta | ResultMeta
         if task.kind == "validate":
-            meta = ResultMeta(
-                job=task.job,
-                round=task.round,
-                agent=self.agent_id,
-                task_id=task.task_id,
-                model_version=task.model_version,
-                success=False,
-                reason=reason,
-            )
+            meta = ResultMeta(model_version=task.model_version, **common)
             topic = self.topics.job_result(task.job, self.agent_id)
         else:
-            meta = UpdateMeta(
-                job=task.job,
-                round=task.round,
-                agent=self.agent_id,
-                task_id=task.task_id,
-                base_version=task.model_version,
-                success=False,
-                reason=reason,
-                encoding="none",
-            )
+            meta = UpdateMeta(base_version=task.model_version, encoding="none", **common)
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 

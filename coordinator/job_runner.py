@@ -1072,7 +1072,7 @@ class JobRunner:
             return
         # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
         # (and so the whole run) is then the same whatever order the bus delivers in.
-        row_index = self._row_of.get(item.agent, len(replies))
+        row_index = self._row_of[item.agent]  # check_header: it holds an assignment
         row = stack.row(row_index)
         if len(item.payload) > INLINE_DECODE_BYTES:
             await asyncio.to_thread(write_update, meta, tensors, self.layout, row)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from edge_agent.sgd import MomentumSGD
 from edge_agent.step_cap import fixed_steps
 from edge_agent.torch_state import load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
@@ -81,9 +82,6 @@ class LocalTrainer:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        # The first optimizer of a process imports torch._dynamo (1.5 s, far more on a
-        # loaded device): pay it at start-up rather than inside the first round's budget.
-        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         self._models: dict[str, nn.Module] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
@@ -193,20 +191,20 @@ class TrainSession:
         self.layout = layout
         self.global_flat = layout.flatten(global_tensors)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.optimizer = torch.optim.SGD(
-            model.parameters(),
+        self.optimizer = MomentumSGD(
+            list(model.parameters()),
             lr=config.learning_rate,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
-        )
-        # FedProx anchor: the global weights the proximal term pulls towards.
-        self._anchor = (
-            [p.detach().clone() for p in model.parameters()] if config.proximal_mu > 0 else []
+            proximal_mu=config.proximal_mu,
         )
         self.utility = UtilityAccumulator()
         self.steps = 0
         self.loss_sum = 0.0
         self.samples = 0
+        # Per-sample losses of the steps since the last fold: summed once per run_steps
+        # call, not per step (a per-step .item() is a device sync and ~10 us on a CPU).
+        self._losses: list[torch.Tensor] = []
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
         self.steps_phase1 = 0
@@ -231,27 +229,26 @@ class TrainSession:
             return
         self.model.train()
         loss_fn = nn.functional.cross_entropy
-        for _ in range(count):
-            idx = self._next_batch()
-            x, y = self.data.train_x[idx], self.data.train_y[idx]
-            self.optimizer.zero_grad(set_to_none=True)
-            losses = loss_fn(self.model(x), y, reduction="none")
-            losses.mean().backward()
-            self._add_proximal_gradient()
-            self.optimizer.step()
-            detached = losses.detach()
-            self.utility.add_batch(detached.to("cpu", torch.float64).numpy())
-            self.loss_sum += float(detached.sum())
-            self.samples += int(detached.shape[0])
-            self.steps += 1
+        try:
+            for _ in range(count):
+                idx = self._next_batch()
+                x, y = self.data.train_x[idx], self.data.train_y[idx]
+                losses = loss_fn(self.model(x), y, reduction="none")
+                self.optimizer.step_on(losses.mean())
+                self._losses.append(losses.detach())
+                self.steps += 1
+        finally:
+            self._fold_losses()
 
-    @torch.no_grad()
-    def _add_proximal_gradient(self) -> None:
-        """FedProx: the gradient of mu/2 * ||w - w_global||^2 is mu * (w - w_global)."""
-        mu = self.config.proximal_mu
-        for param, anchor in zip(self.model.parameters(), self._anchor, strict=False):
-            if param.grad is not None:
-                param.grad.add_(param - anchor, alpha=mu)
+    def _fold_losses(self) -> None:
+        """Move the pending per-sample losses into the utility and the loss sum."""
+        if not self._losses:
+            return
+        losses = torch.cat(self._losses).to("cpu", torch.float64).numpy()
+        self._losses.clear()
+        self.samples += int(losses.shape[0])
+        self.loss_sum += float(losses.sum())
+        self.utility.add_batch(losses)  # raises on a non-finite loss
 
     def delta(self) -> np.ndarray:
         """Current weights minus the global weights, flat float32."""

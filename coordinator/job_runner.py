@@ -57,6 +57,7 @@ from fedbus_protocol.messages import (
     Task,
     TrainConfig,
     UpdateMeta,
+    ValidateRequest,
     encode_envelope,
     encode_json,
 )
@@ -139,6 +140,9 @@ class _PendingEval:
     assignments: dict[str, Assignment]
     collection: Collection
     results: dict[str, ResultMeta] = field(default_factory=dict)
+    # Not asked yet: the next round's train tasks carry their requests (validate_first),
+    # and whoever that round does not train gets a validate task of its own.
+    unasked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -576,11 +580,13 @@ class JobRunner:
         timeout: float,
         *,
         wait: bool = True,
+        validate_first: dict[str, ValidateRequest] | None = None,
     ) -> dict[str, Assignment]:
         """Publish one task per agent; ``wait``: until the broker acknowledged them all."""
         assignments: dict[str, Assignment] = {}
         payloads: list[tuple[str, bytearray]] = []
         deadline = time.time() + timeout
+        requests = validate_first or {}
         for agent in agents:
             task = Task(
                 job=self.job,
@@ -592,6 +598,7 @@ class JobRunner:
                 deadline=deadline,
                 virtual_start=self.virtual_time,
                 issued_at=time.time(),
+                validate_first=requests.get(agent),
             )
             assignments[agent] = Assignment(agent, task.task_id, round_, self.model_version)
             payloads.append((self.topics.agent_tasks(agent), encode_envelope(task)))
@@ -606,6 +613,7 @@ class JobRunner:
     async def _round(self, round_: int) -> None:
         started = time.monotonic()
         if len(self._eligible()) < self.config.clients_required:
+            await self._ask_validation([])  # not held back while the job waits for agents
             if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
                 self._set_phase(JobPhase.WAITING_FOR_AGENTS)
             await self._wait_for_agents()
@@ -660,8 +668,14 @@ class JobRunner:
             begin["inactive"] = plan.inactive
         await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
         t1 = time.perf_counter()
+        requests = await self._ask_validation(dispatched)
         assignments = await self._send_tasks(
-            round_, "train", dispatched, configs, self.config.round_timeout
+            round_,
+            "train",
+            dispatched,
+            configs,
+            self.config.round_timeout,
+            validate_first=requests,
         )
         t2 = time.perf_counter()
         # Virtual clock: everyone dispatched must answer (arrival order means nothing);
@@ -743,8 +757,8 @@ class JobRunner:
         self.history.append(entry)
         deferred = False
         if validate:
-            await self._start_validation(round_, entry)
             deferred = self.config.eval_overlap and round_ < self.config.rounds
+            await self._start_validation(round_, entry, overlap=deferred)
             if not deferred:
                 await self._finish_validation(emit=False)
         t5 = time.perf_counter()
@@ -911,8 +925,12 @@ class JobRunner:
         report.extra["eval_examples"] = count
         self.last_accuracy, self.last_loss = accuracy, loss
 
-    async def _start_validation(self, round_: int, entry: dict[str, Any]) -> None:
-        """Send validate tasks for the model just published; results are taken as they come."""
+    async def _start_validation(self, round_: int, entry: dict[str, Any], *, overlap: bool) -> None:
+        """Validate the model just published; results are taken as they come.
+
+        ``overlap``: the next round follows at once, and its train tasks carry the requests
+        of the agents it trains (:meth:`_ask_validation`); otherwise everyone is asked now.
+        """
         self._set_phase(JobPhase.VALIDATING)
         online = self.registry.online()
         agents = (
@@ -920,30 +938,60 @@ class JobRunner:
             if len(online) <= self.config.eval_max_clients
             else sorted(self._rng.sample(online, self.config.eval_max_clients))
         )
-        config = self._train_config()
-        # Not waiting for the broker's acknowledgements: with 50 agents waking up on two
-        # cores they took ~100 ms, all of it between this round and the next.
-        assignments = await self._send_tasks(
-            round_,
-            "validate",
-            agents,
-            dict.fromkeys(agents, config),
-            self.config.eval_timeout,
-            wait=False,
-        )
         collection = Collection.start(
             agents,
             target=len(agents),
             required=1,
             deadline=time.monotonic() + self.config.eval_timeout,
         )
-        self._pending_eval = _PendingEval(round_, entry, self.virtual_time, assignments, collection)
+        self._pending_eval = _PendingEval(
+            round_, entry, self.virtual_time, {}, collection, unasked=list(agents)
+        )
+        if not overlap:
+            await self._ask_validation([])
+
+    async def _ask_validation(self, training: list[str]) -> dict[str, ValidateRequest]:
+        """Ask the outstanding validation's agents: ``training`` ones in their train task.
+
+        Returns the requests to fold into those train tasks; everyone else gets a validate
+        task now. The validated model is the one the train tasks start from (same version).
+        """
+        pending = self._pending_eval
+        if pending is None or not pending.unasked:
+            return {}
+        trained = set(training)
+        folded = [a for a in pending.unasked if a in trained]
+        alone = [a for a in pending.unasked if a not in trained]
+        pending.unasked = []
+        requests: dict[str, ValidateRequest] = {}
+        for agent in folded:
+            request = ValidateRequest(task_id=uuid.uuid4().hex[:16], round=pending.round)
+            requests[agent] = request
+            pending.assignments[agent] = Assignment(
+                agent, request.task_id, pending.round, self.model_version
+            )
+        if alone:
+            # Not waiting for the broker's acknowledgements: with 50 agents waking up on two
+            # cores they took ~100 ms, all of it between this round and the next.
+            config = self._train_config()
+            pending.assignments.update(
+                await self._send_tasks(
+                    pending.round,
+                    "validate",
+                    alone,
+                    dict.fromkeys(alone, config),
+                    self.config.eval_timeout,
+                    wait=False,
+                )
+            )
+        return requests
 
     async def _finish_validation(self, *, emit: bool = True) -> None:
         """Wait for the outstanding validation to close, record it and end its round."""
         pending = self._pending_eval
         if pending is None:
             return
+        await self._ask_validation([])  # no next round took the requests along
         await self._drain(until=None, collection=pending.collection)
         self._remember_closed(pending.assignments, "validate")
         self._pending_eval = None

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedbus_protocol.codec import Envelope, Tensor, decode, encode
 from fedbus_protocol.errors import InvalidMessage
@@ -148,6 +148,20 @@ class TrainConfig(BaseModel):
     time_model_params: int | None = None
 
 
+class ValidateRequest(BaseModel):
+    """A validation folded into a train task: the same model, evaluated before training.
+
+    The model a round trains from is the one the previous round produced and validates,
+    so an agent in both gets one task instead of two (half the control messages per agent
+    and round). It replies with a ResultMeta exactly as to a ``validate`` task with this
+    ``task_id`` and ``round``, before it starts training.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    task_id: str = Field(min_length=1, max_length=64)
+    round: int = Field(ge=0)
+
+
 class Task(Message):
     job: str
     round: int = Field(ge=0)
@@ -158,6 +172,14 @@ class Task(Message):
     deadline: float | None = None  # wall-clock epoch seconds; None: no deadline
     virtual_start: float | None = None  # virtual time at round start (virtual clock)
     issued_at: float = 0.0
+    # Train tasks only: validate model_version first and reply to this request.
+    validate_first: ValidateRequest | None = None
+
+    @model_validator(mode="after")
+    def _validate_first_on_train_only(self) -> Task:
+        if self.validate_first is not None and self.kind != "train":
+            raise ValueError("validate_first is for train tasks only")
+        return self
 
 
 # ---------------------------------------------------------------- model, update, result

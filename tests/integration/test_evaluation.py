@@ -17,6 +17,8 @@ from edge_agent.torch_state import load_numpy_state
 from edge_agent.trainer import evaluate_model
 from examples.digits import load_test, make_model
 from fedbus_protocol import bus
+from fedbus_protocol.messages import Task, decode_envelope
+from fedbus_protocol.topics import Topics
 
 from .conftest import job_config, running_agents
 
@@ -110,3 +112,55 @@ async def test_server_side_evaluation_scores_the_global_model_on_the_test_set(
     assert tests[4]["accuracy"] == accuracy and np.isclose(tests[4]["loss"], loss)
     assert accuracy > 0.5  # it learned: a 10-class guess scores ~0.1
     assert torch.is_tensor(test.tensors[0])
+
+
+async def test_a_validation_rides_in_the_next_train_task_of_the_agents_it_trains(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: a watcher of every task on the wire; 2 of the 4 agents train each round.
+    seen: list[tuple[str, Task]] = []  # (agent, task)
+    topics = Topics(settings.prefix)
+    ready = asyncio.Event()
+
+    async def watch() -> None:
+        async with bus.make_client(settings, "task-watcher", persistent=False) as client:
+            for i in range(4):
+                await client.subscribe(topics.agent_tasks(f"agent-{i}"), qos=1)
+            ready.set()
+            async for message in client.messages:
+                agent = topics.parse(str(message.topic)).agent or ""
+                seen.append((agent, decode_envelope(Task, bytes(message.payload))[0]))  # type: ignore[arg-type]
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(ready.wait(), 10)
+    # Execute
+    config = job_config(
+        rounds=ROUNDS,
+        num_participants=2,
+        overcommitment=1.0,
+        selector={"name": "random", "seed": 1},
+    )
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(config)
+    async with running_agents(settings, 4), asyncio.timeout(90):
+        assert await service.serve(exit_when_idle=True) == {"itest": True}
+    await asyncio.sleep(0.2)  # the last tasks reach the watcher
+    watcher.cancel()
+    # Assert: every round validated on all 4 agents ...
+    events = read_events(tmp_path / "itest" / "events.jsonl")
+    ends = {e["round"]: e["data"] for e in events if e["event"] == "ROUND_END"}
+    assert sorted(ends) == list(range(1, ROUNDS + 1))
+    assert all(ends[r]["eval_agents"] == 4 for r in ends)
+    # ... rounds 1..R-1 by 2 requests folded into round r+1's train tasks and 2 validate
+    # tasks, to the agents that round does not train; the last round by 4 validate tasks.
+    for r in range(1, ROUNDS + 1):
+        trains = {a: t for a, t in seen if t.kind == "train" and t.round == r + 1}
+        alone = {a: t for a, t in seen if t.kind == "validate" and t.round == r}
+        if r < ROUNDS:
+            assert len(trains) == 2 and len(alone) == 2
+            assert all(t.validate_first is not None for t in trains.values())
+            assert all(t.validate_first.round == r for t in trains.values())  # type: ignore[union-attr]
+            assert set(trains).isdisjoint(alone)
+        else:
+            assert not trains and len(alone) == 4
+    assert all(t.validate_first is None for _, t in seen if t.round == 1)

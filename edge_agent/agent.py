@@ -42,13 +42,16 @@ from fedbus_protocol.topics import TopicKind, Topics
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_SECONDS = 60.0
-# Compute that took less CPU than this last time runs on the event loop itself. Handing a
-# few ms of training to a worker thread costs more than it saves: measured with 50 agent
-# processes on two cores (digits MLP, 20 steps, ~4 ms a round), rounds took 0.23-0.32 s
-# inline against 0.29-0.42 s through asyncio.to_thread, in back-to-back runs. Blocking the
-# loop that long delays nothing: keep-alives are seconds apart. Longer work (or work not
-# measured yet: the first round warms torch up) stays off the loop.
-INLINE_COMPUTE_SECONDS = 0.02
+# The agent's own trainer runs a train or validate computation on the event loop itself
+# when the same kind last took under INLINE_CPU_SECONDS of CPU and INLINE_WALL_SECONDS of
+# wall time. Handing a few ms of training to a worker thread costs more than it saves:
+# measured with 50 agent processes on two cores (digits MLP, 20 steps, ~4 ms of CPU a
+# round), rounds took 0.23-0.32 s inline against 0.29-0.42 s through asyncio.to_thread,
+# in back-to-back runs. Blocking the loop that long delays nothing: keep-alives are
+# seconds apart. Longer work, work not measured yet (the first round warms torch up) and
+# a custom train_fn (it may wait on something only the loop can deliver) stay off it.
+INLINE_CPU_SECONDS = 0.02
+INLINE_WALL_SECONDS = 0.25
 
 T = TypeVar("T")
 
@@ -96,8 +99,8 @@ class EdgeAgent:
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
         self._buffer = bytearray()
-        # CPU seconds the last compute of each kind ("train", "validate") took.
-        self._compute_cpu: dict[str, float] = {}
+        # (CPU, wall) seconds the last compute of each kind ("train", "validate") took.
+        self._compute_cost: dict[str, tuple[float, float]] = {}
 
     @property
     def agent_id(self) -> str:
@@ -280,9 +283,15 @@ class EdgeAgent:
 
     async def _compute(self, kind: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the loop when it was short last time, else in a worker thread."""
-        inline = self._compute_cpu.get(kind, math.inf) < INLINE_COMPUTE_SECONDS
-        result, cpu = fn_cpu(fn, *args) if inline else await asyncio.to_thread(fn_cpu, fn, *args)
-        self._compute_cpu[kind] = cpu
+        cpu, wall = self._compute_cost.get(kind, (math.inf, math.inf))
+        inline = (
+            cpu < INLINE_CPU_SECONDS
+            and wall < INLINE_WALL_SECONDS
+            # A train_fn set from outside (also after construction) may block on the loop.
+            and (kind != "train" or self.train_fn == self._train_wall)
+        )
+        result, cost = timed(fn, *args) if inline else await asyncio.to_thread(timed, fn, *args)
+        self._compute_cost[kind] = cost
         return result
 
     async def _validate(
@@ -323,11 +332,11 @@ class EdgeAgent:
         return UpdatePlan(outcome, Timings())
 
 
-def fn_cpu(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-    """``fn(*args)`` and the CPU seconds the calling thread spent in it."""
-    began = time.thread_time()
+def timed(fn: Callable[..., T], *args: Any) -> tuple[T, tuple[float, float]]:
+    """``fn(*args)`` and the (CPU of the calling thread, wall) seconds it took."""
+    cpu, wall = time.thread_time(), time.perf_counter()
     result = fn(*args)
-    return result, time.thread_time() - began
+    return result, (time.thread_time() - cpu, time.perf_counter() - wall)
 
 
 def l2_norm(values: np.ndarray) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials, report
+from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
@@ -66,6 +66,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if results.get(config.name) else 1
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Build the job's initial weights once and write them as its seed file."""
+    config = load_job(args.job)
+    out = Path(args.out or f"{config.name}-seed.npz")
+    tensors = seed_model.build(config.model, config.seed)
+    seed_model.save(out, tensors)
+    params = sum(t.size for t in tensors.values())
+    print(
+        f"{out}: {len(tensors)} arrays, {params:,} parameters ({config.model}, seed {config.seed})"
+    )
+    print(f"use it with `initial_model: {out}` in {args.job}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     service = CoordinatorService(
         broker_settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
@@ -115,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--id", default="coordinator")
     add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
+
+    seed = sub.add_parser(
+        "seed", help="write the job's initial weights to a seed file (its initial_model)"
+    )
+    seed.add_argument("job", help="job YAML file")
+    seed.add_argument("--out", default=None, help="seed file (default: NAME-seed.npz)")
+    seed.set_defaults(func=cmd_seed)
 
     submit = sub.add_parser("submit", help="hand a job to a running `coordinator serve`")
     submit.add_argument("job")

@@ -49,6 +49,9 @@ class JobConfig(BaseModel):
     data: str = Field(pattern=r"^[\w.]+:\w+$")
     data_args: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     seed: int = 0
+    # A seed file (``coordinator seed JOB.yaml``): the initial weights, read instead of
+    # running ``model`` with ``seed``; the coordinator then never imports torch.
+    initial_model: str | None = None
 
     rounds: int = Field(20, ge=1)
     num_participants: int = Field(4, ge=1)
@@ -149,6 +152,11 @@ def parse_job(data: Any, source: str) -> JobConfig:
             lines.append(f"{source}: field {where}: {err['msg']}")
         raise JobConfigError("\n".join(lines)) from exc
     _check_plugins(config, source)
+    if config.initial_model is not None and not Path(config.initial_model).is_file():
+        raise JobConfigError(
+            f"{source}: field initial_model: no such file {config.initial_model!r} "
+            "(make it with `coordinator seed JOB.yaml`)"
+        )
     return config
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from client_selectors import ClientProfile, ClientSelector, make_selector
-from coordinator import checkpoint
+from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
@@ -48,7 +48,6 @@ from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fa
 from edge_agent.compression import upload_bytes
 from edge_agent.step_cap import fixed_steps
 from fedbus_protocol import chunking
-from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.errors import InvalidMessage
 from fedbus_protocol.messages import (
     JobStatus,
@@ -309,14 +308,10 @@ class JobRunner:
 
     # -- state ------------------------------------------------------------------------
     def _initial_model(self) -> dict[str, np.ndarray]:
-        # torch is imported here, in a worker thread (see run), not at module import: the
-        # seconds it takes overlap with connecting and reading the agents' statuses.
-        import torch
-
-        from edge_agent.torch_state import state_to_numpy
-
-        torch.manual_seed(self.config.seed)
-        return state_to_numpy(resolve(self.config.model)())
+        """The seed file's weights, or the model entry point's (in a worker thread: see run)."""
+        if self.config.initial_model is not None:
+            return seed_model.load(self.config.initial_model)
+        return seed_model.build(self.config.model, self.config.seed)
 
     def _load_or_init(self) -> bool:
         restored = checkpoint.load(self.run_dir / "checkpoint")

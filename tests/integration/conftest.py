@@ -119,7 +119,11 @@ def spawn_agent(
 
 
 def spawn_coordinator(
-    settings: bus.BrokerSettings, job_file: Path, runs_dir: Path, log: Path
+    settings: bus.BrokerSettings,
+    job_file: Path,
+    runs_dir: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -139,5 +143,5 @@ def spawn_coordinator(
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )

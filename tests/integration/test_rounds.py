@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from coordinator import seed_model
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from fedbus_protocol import bus
@@ -178,3 +179,35 @@ async def test_serve_runs_a_job_submitted_over_mqtt(
     finally:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
+
+
+async def test_a_coordinator_with_a_seed_file_runs_a_job_without_torch(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: the seed file, and a torch that cannot be imported in the coordinator's process.
+    seed = tmp_path / "seed.npz"
+    seed_model.save(seed, seed_model.build("examples.digits:make_model", 0))
+    config = job_config(rounds=2, num_participants=2, min_agents=2, initial_model=str(seed))
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    blocked = tmp_path / "no-torch" / "torch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('the coordinator imported torch')\n")
+    runs, log = tmp_path / "runs", tmp_path / "coordinator.log"
+    # Execute
+    async with running_agents(settings, 2):
+        coordinator = spawn_coordinator(
+            settings, job_file, runs, log, env={"PYTHONPATH": str(blocked.parent)}
+        )
+        try:
+            async with asyncio.timeout(60):
+                while coordinator.poll() is None:
+                    await asyncio.sleep(0.1)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+    # Assert: the job ran through on the seed's weights, torch never imported.
+    assert coordinator.returncode == 0, log.read_text()
+    events = read_events(runs / "itest" / "events.jsonl")
+    assert [e["round"] for e in events if e["event"] == "ROUND_END"] == [1, 2]
+    assert "imported torch" not in log.read_text()

@@ -30,6 +30,11 @@ fedbus-emulate  the same coordinator with the N agents emulated in ``--emulators
                 a synthetic "lab" fleet, always on, wall clock): N MQTT connections, one
                 torch runtime per process, training one at a time within a process.
 
+Both fedbus engines start from a seed file (``coordinator seed``, run and timed before
+the agents start: ``seed_build_s``; the job's ``initial_model``), so the coordinator does
+not import torch; ``--no-seed`` builds the weights from the model's code at start
+instead, as Flower's server app does (the weights are the same either way).
+
 Figures per engine: per-round time (median over rounds 2..R of the time from one round's
 start to the next's, training and evaluation included; round 1 shown apart, it carries
 the engines' warm-up), the training phase alone (round start to aggregated model),
@@ -250,9 +255,11 @@ def run_flower(job: Job, mode: str, work: Path, deploy_timeout: float) -> Result
 
 
 # ---------------------------------------------------------------------------- fedbus
-def job_yaml(job: Job, name: str) -> dict[str, Any]:
+def job_yaml(job: Job, name: str, seed_file: Path | None = None) -> dict[str, Any]:
+    extra = {"initial_model": str(seed_file)} if seed_file is not None else {}
     return {
         "name": name,
+        **extra,
         "model": "examples.digits:make_model",
         "data": "examples.digits:load_partition",
         "data_args": {"num_partitions": job.n, "alpha": job.alpha, "seed": job.seed},
@@ -320,7 +327,9 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-async def run_fedbus(job: Job, work: Path, emulate: bool, emulators: int = 1) -> Result:
+async def run_fedbus(
+    job: Job, work: Path, emulate: bool, emulators: int = 1, seed: bool = True
+) -> Result:
     from fleet import save_fleet
     from fleet.builders import build_synthetic
 
@@ -336,6 +345,23 @@ async def run_fedbus(job: Job, work: Path, emulate: bool, emulators: int = 1) ->
     env = {**os.environ, **CHILD_ENV}
     name = f"vsflower-{'emu' if emulate else 'proc'}-{job.n}"
     (work / "job.yaml").write_text(yaml.safe_dump(job_yaml(job, name), sort_keys=False))
+    if seed:
+        # The initial weights, built once beforehand as a deployment would (FEDn's seed
+        # model): the coordinator then starts without importing torch. Timed apart.
+        built = time.time()
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "coordinator.cli", "seed", str(work / "job.yaml")),
+                *("--out", str(work / "seed.npz")),
+            ],
+            cwd=REPO,
+            env={**os.environ, **CHILD_ENV},
+            check=True,
+            capture_output=True,
+        )
+        result.extra["seed_build_s"] = time.time() - built
+        job_file = job_yaml(job, name, work / "seed.npz")
+        (work / "job.yaml").write_text(yaml.safe_dump(job_file, sort_keys=False))
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     py = sys.executable
@@ -579,6 +605,12 @@ def main() -> None:
         default=1,
         help="fedbus-emulate: split the N agents over this many `edge-agent emulate` processes",
     )
+    parser.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="fedbus: build the initial weights from the model's code at coordinator start "
+        "instead of from a seed file made beforehand with `coordinator seed`",
+    )
     parser.add_argument("--setup-flower", action="store_true", help="create .venv-flower first")
     parser.add_argument("--work", default=None, help="working directory (default: a temp dir)")
     args = parser.parse_args()
@@ -624,7 +656,11 @@ def main() -> None:
                 else:
                     results[engine] = asyncio.run(
                         run_fedbus(
-                            job, where, emulate=engine == "fedbus-emulate", emulators=args.emulators
+                            job,
+                            where,
+                            emulate=engine == "fedbus-emulate",
+                            emulators=args.emulators,
+                            seed=not args.no_seed,
                         )
                     )
             except Exception as exc:  # one engine failing must not hide the others

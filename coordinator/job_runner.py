@@ -76,7 +76,7 @@ INLINE_DECODE_BYTES = 1 << 20
 class Inbound:
     """A reply routed to this job by the service, or word that an agent went offline."""
 
-    kind: str  # "update" | "result" | "lost"
+    kind: str  # "update" | "result" | "lost" | "joined"
     agent: str
     payload: bytes | bytearray | memoryview = b""
     received: float = 0.0
@@ -1032,6 +1032,10 @@ class JobRunner:
             try:
                 item = await asyncio.wait_for(self.inbox.get(), timeout=max(0.0, limit - now))
             except TimeoutError:
+                continue
+            if item.kind == "joined":
+                if collection is None:
+                    return  # _wait_for_agents counts the online agents again
                 continue
             if item.kind == "lost":
                 pending = self._pending_eval

@@ -270,3 +270,7 @@ class CoordinatorService:
         if change is Change.WENT_OFFLINE:
             for runner in self.runners.values():
                 runner.inbox.put_nowait(Inbound("lost", agent))
+        elif change is Change.CAME_ONLINE:
+            # A runner waiting for agents counts again now, not at its next poll.
+            for runner in self.runners.values():
+                runner.inbox.put_nowait(Inbound("joined", agent))

@@ -811,11 +811,14 @@ class JobRunner:
         """Task ids of recently closed tasks, so late answers are told from forgeries.
 
         Counted per kind, not per closing order: validations overlap the next round's
-        training, so they close in a different order than they were sent.
+        training, so they close in a different order than they were sent. Two of each:
+        round r's validation ends after round r + 1's training closed, and a straggler's
+        update for round r that a reconnect held back (the broker redelivers it) can
+        arrive only then; it is late, not stale.
         """
         recent = self._recent_closed[kind]
         recent.append({a.task_id for a in assignments.values()})
-        del recent[: -(1 if kind == "train" else 2)]
+        del recent[:-2]
         self._closed_tasks = set().union(
             *self._recent_closed["train"], *self._recent_closed["validate"]
         )

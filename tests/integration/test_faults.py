@@ -457,11 +457,12 @@ class Forger:
         if agent == AGENTS[0]:  # max_update_bytes is 1 MiB, results may be 1 MiB
             add("oversized", encode(meta(), {"pad": np.zeros((2 << 20) // 4, np.float32)}))
             add("oversized", self._garbage(3 << 19), result)
-        # Its own real updates of earlier rounds: the last round's is late, older is stale.
-        if (task.round - 1, agent) in self.old:
-            add("late", self.old[task.round - 1, agent])
-        if (task.round - 2, agent) in self.old:
-            add("stale", self.old[task.round - 2, agent])
+        # Its own real updates of earlier rounds: the last two rounds' are late, older stale.
+        for back in (1, 2):
+            if (task.round - back, agent) in self.old:
+                add("late", self.old[task.round - back, agent])
+        if (task.round - 3, agent) in self.old:
+            add("stale", self.old[task.round - 3, agent])
         return out
 
     def at_update(self, payload: bytes, agent: str, round_: int) -> list[Hostile]:

@@ -112,6 +112,11 @@ class CoordinatorService:
         self._pending: list[JobConfig] = []
         self._group: asyncio.TaskGroup | None = None
 
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the service has a live session subscribed to its topics."""
+        return self._link.connected
+
     # -- publishing for runners -----------------------------------------------------
     async def publish(
         self,

@@ -435,6 +435,7 @@ class JobRunner:
             self.events.close()
 
     async def _wait_for_agents(self) -> bool:
+        await self._ask_validation([])  # an outstanding validation is not held back meanwhile
         needed = self.config.agents_needed
         deadline = time.monotonic() + self.config.agent_wait_timeout
         while len(self.registry.online()) < needed and time.monotonic() < deadline:
@@ -608,7 +609,6 @@ class JobRunner:
     async def _round(self, round_: int) -> None:
         started = time.monotonic()
         if len(self._eligible()) < self.config.clients_required:
-            await self._ask_validation([])  # not held back while the job waits for agents
             if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
                 self._set_phase(JobPhase.WAITING_FOR_AGENTS)
             await self._wait_for_agents()

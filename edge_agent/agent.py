@@ -205,7 +205,7 @@ class EdgeAgent:
                 # thousand agents sharing its task group): say so to the coordinator, which
                 # counts a failure instead of waiting out the deadline, and serve on.
                 log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
-                await self._report_failure(task, f"{type(exc).__name__}: {exc}"[:500])
+                await self._report_failure(task, describe(exc))
             self.tasks_done += 1
 
     async def _report_failure(self, task: Task, reason: str) -> None:
@@ -317,7 +317,7 @@ class EdgeAgent:
         except Exception as exc:
             # A validation's failure must not cost the training folded into the same task.
             log.exception("agent %s: validation %s failed", self.agent_id, task_id)
-            meta = ResultMeta(**common, success=False, reason=f"{type(exc).__name__}: {exc}"[:500])
+            meta = ResultMeta(**common, success=False, reason=describe(exc))
         return encode_envelope(meta)
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
@@ -330,6 +330,11 @@ class EdgeAgent:
         )
         outcome.keep_frac = task.config.keep_frac
         return UpdatePlan(outcome, Timings())
+
+
+def describe(exc: Exception) -> str:
+    """A failure's reason as it travels in an update or result (bounded in length)."""
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[T, tuple[float, float]]:

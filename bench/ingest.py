@@ -84,7 +84,7 @@ from coordinator.config import parse_job  # noqa: E402
 from coordinator.events import read_events  # noqa: E402
 from coordinator.job_runner import Inbound, JobRunner  # noqa: E402
 from coordinator.service import CoordinatorService  # noqa: E402
-from fedbus_protocol import bus  # noqa: E402
+from fedbus_protocol import bus, paho_speedups  # noqa: E402
 from fedbus_protocol.messages import (  # noqa: E402
     AgentProfile,
     AgentStatus,
@@ -110,7 +110,10 @@ def loadavg() -> str:
 # ============================================================================ bare paho
 def _paho_decoder_is_stock() -> bool:
     packet = getattr(paho.mqtt, "_packet", None)
-    return packet is None or packet.decode_publish is bus.STOCK_DECODE_PUBLISH
+    return packet is None or (
+        packet.decode_publish is paho_speedups.STOCK_DECODE_PUBLISH
+        and packet.decode_puback is paho_speedups.STOCK_DECODE_PUBACK
+    )
 
 
 def child_bare_sub(port: int, rep: int, count: int) -> None:

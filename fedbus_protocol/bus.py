@@ -1,7 +1,8 @@
 """MQTT connection settings and client construction, shared by both processes.
 
-This is the only module of fedbus that imports aiomqtt; each process's thin asyncio shell
-gets its clients from :func:`make_client` so both sides use MQTT 5 with persistent
+This is the only module of fedbus that imports aiomqtt (``paho_speedups`` holds its
+faster paths through paho); each process's thin asyncio shell gets its clients from
+:func:`make_client` so both sides use MQTT 5 with persistent
 sessions (fixed client id, ``clean_start`` false, a session expiry): QoS 1 messages sent
 while one side is away are kept by the broker and delivered when it returns.
 """
@@ -17,14 +18,12 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiomqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties, VariableByteIntegers
+from paho.mqtt.properties import Properties
 
-from fedbus_protocol import chunking
+from fedbus_protocol import chunking, paho_speedups
 from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
 
 log = logging.getLogger(__name__)
@@ -62,98 +61,6 @@ def parse_broker(spec: str, default_port: int = 1883) -> tuple[str, int]:
         raise ValueError(f"broker {spec!r} must look like HOST:PORT") from exc
 
 
-# ---------------------------------------------------------------- PUBLISH decoding
-# paho (2.2) decodes a received PUBLISH with struct.unpack("!H{n}s") and slices, each of
-# which copies the whole rest of the packet: with MQTT 5 six copies of a 4 MB chunk, all
-# on the event loop (aiomqtt reads the socket in a loop callback), 5 ms of it per chunk
-# and the most frequent stack in the coordinator's loop stalls over 40 ms in
-# bench/ingest.py. The replacement below parses the same fields through a memoryview and
-# copies the payload once. It keeps paho's results and errors (MalformedPacket for what
-# paho rejects; tests/unit/protocol/test_bus_decode.py compares the two) and is installed
-# only where paho has that function and its result type has the expected fields.
-_PUBLISH_FIELDS = ("dup", "qos", "retain", "topic", "mid", "properties", "payload")
-# Bytes past the property section that paho may read while parsing it (a 4-byte
-# identifier and a 4-byte integer value that overrun a lying property length): handed
-# over as well, so a malformed section decodes or fails exactly as in paho.
-_PROPERTY_OVERRUN = 8
-
-try:
-    from paho.mqtt import _packet
-    from paho.mqtt.exception import MalformedPacket
-except ImportError:  # paho < 2.2: no separate decoder to replace
-    _packet = None  # type: ignore[assignment]
-
-STOCK_DECODE_PUBLISH: Any = getattr(_packet, "decode_publish", None)
-
-
-def _decode_publish(header: int, packet: bytes | bytearray, protocol: int) -> Any:
-    """paho's ``decode_publish`` with one copy of the payload instead of one per field."""
-    dup = ((header & 0x08) >> 3) != 0
-    qos = (header & 0x06) >> 1
-    retain = (header & 0x01) != 0
-    with memoryview(packet) as view:
-        end = len(view)
-        if end < 2:
-            raise MalformedPacket("PUBLISH too short for its topic length")
-        pos = 2 + ((view[0] << 8) | view[1])
-        if pos > end:
-            raise MalformedPacket("PUBLISH topic runs past the packet")
-        topic = bytes(view[2:pos])
-        if protocol != MQTTProtocolVersion.MQTTv5 and len(topic) == 0:
-            raise MalformedPacket("topic can't be empty in MQTTv3")
-        mid = 0
-        if qos > 0:
-            if pos + 2 > end:
-                raise MalformedPacket("PUBLISH too short for its packet id")
-            mid = (view[pos] << 8) | view[pos + 1]
-            pos += 2
-        properties = None
-        if protocol == MQTTProtocolVersion.MQTTv5:
-            properties = Properties(PacketTypes.PUBLISH)
-            # paho's unpack re-slices whatever it is given once per field: give it the
-            # property section (and what it may overrun), not the 4 MB behind it.
-            length, length_bytes = VariableByteIntegers.decode(view[pos : pos + 4])
-            section = bytes(view[pos : pos + length_bytes + length + _PROPERTY_OVERRUN])
-            _, used = properties.unpack(section)
-            pos += used
-        payload = bytes(view[pos:])
-    return _packet.PublishPacket(
-        dup=dup,
-        qos=qos,
-        retain=retain,
-        topic=topic,
-        mid=mid,
-        properties=properties,
-        payload=payload,
-    )
-
-
-# paho's own wrapper turns struct/index/value errors into MalformedPacket, as for its decoder.
-FAST_DECODE_PUBLISH: Any = (
-    _packet.convert_exception(_decode_publish)
-    if _packet is not None and hasattr(_packet, "convert_exception")
-    else None
-)
-
-
-def install_publish_decoder() -> bool:
-    """Make paho decode received PUBLISH packets with :func:`_decode_publish` (idempotent).
-
-    Called by :func:`make_client`, so processes that never make a fedbus client (the
-    bench's stock-paho reference) keep paho's own. True when it is in place.
-    """
-    if _packet is None or STOCK_DECODE_PUBLISH is None:
-        return False
-    if getattr(_packet.PublishPacket, "_fields", None) != _PUBLISH_FIELDS:
-        return False  # a paho whose decoder we do not know: leave it alone
-    if FAST_DECODE_PUBLISH is None:
-        return False
-    if _packet.decode_publish is not STOCK_DECODE_PUBLISH:
-        return _packet.decode_publish is FAST_DECODE_PUBLISH
-    _packet.decode_publish = FAST_DECODE_PUBLISH
-    return True
-
-
 def make_client(
     settings: BrokerSettings,
     client_id: str,
@@ -162,7 +69,7 @@ def make_client(
     will_payload: bytes | None = None,
     persistent: bool = True,
 ) -> aiomqtt.Client:
-    install_publish_decoder()
+    paho_speedups.install_decoders()
     will = (
         aiomqtt.Will(will_topic, will_payload, qos=1, retain=True)
         if will_topic is not None
@@ -192,6 +99,7 @@ def make_client(
     # aiomqtt warns once more than 10 publishes await their PUBACK; fedbus keeps a round's
     # fan-out of tasks and its events in flight at once on purpose, up to max_inflight.
     client.pending_calls_threshold = max(settings.max_inflight, 10)
+    paho_speedups.batch_loop_writes(client)
     return client
 
 

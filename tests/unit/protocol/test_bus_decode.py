@@ -1,4 +1,4 @@
-"""fedbus's PUBLISH decoder for paho gives paho's own results and errors, with fewer copies."""
+"""fedbus's PUBLISH and PUBACK decoders for paho give paho's own results and errors."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fedbus_protocol import bus
+from fedbus_protocol import bus, paho_speedups
 
 pytestmark = pytest.mark.skipif(
-    bus.FAST_DECODE_PUBLISH is None, reason="this paho has no separate PUBLISH decoder"
+    paho_speedups.FAST_DECODE_PUBLISH is None, reason="this paho has no separate PUBLISH decoder"
 )
 
 V5, V311 = MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311
@@ -51,8 +51,8 @@ def packed_properties(**values: Any) -> bytes:
 
 
 def same(header: int, packet: bytes, protocol: int) -> None:
-    assert outcome(bus.FAST_DECODE_PUBLISH, header, packet, protocol) == outcome(
-        bus.STOCK_DECODE_PUBLISH, header, packet, protocol
+    assert outcome(paho_speedups.FAST_DECODE_PUBLISH, header, packet, protocol) == outcome(
+        paho_speedups.STOCK_DECODE_PUBLISH, header, packet, protocol
     )
 
 
@@ -75,8 +75,51 @@ def test_well_formed_publishes_decode_as_in_paho(qos: int, protocol: int) -> Non
         packet = publish_packet(b"fedbus/jobs/j/updates/a", 9 if qos else None, props, payload)
         header = 0x30 | (qos << 1) | 0x09  # dup and retain set
         same(header, packet, protocol)
-        decoded = bus.FAST_DECODE_PUBLISH(header, bytearray(packet), protocol)
+        decoded = paho_speedups.FAST_DECODE_PUBLISH(header, bytearray(packet), protocol)
         assert decoded.payload == payload and type(decoded.payload) is bytes
+
+
+@pytest.mark.parametrize("protocol", [V5, V311])
+def test_publishes_without_properties_decode_as_in_paho(protocol: int) -> None:
+    # Every fedbus message: an MQTT 5 property length of 0 (the empty-section shortcut).
+    packet = publish_packet(b"fedbus/agents/a/tasks", 3, b"\x00" if protocol == V5 else None, b"x")
+    same(0x32, packet, protocol)
+    decoded = paho_speedups.FAST_DECODE_PUBLISH(0x32, bytearray(packet), protocol)
+    if protocol == V5:
+        assert isinstance(decoded.properties, Properties) and decoded.properties.isEmpty()
+        decoded.properties.MessageExpiryInterval = 5  # its own object, still a Properties
+        assert str(paho_speedups.empty_publish_properties()) == "[]"
+
+
+def puback_outcome(decode: Any, packet: bytes, protocol: int) -> tuple[Any, ...]:
+    from paho.mqtt.exception import MalformedPacket
+
+    try:
+        p = decode(0x40, bytearray(packet), protocol)
+    except MalformedPacket:
+        return ("malformed",)
+    reason = p.reason
+    return (p.mid, reason.packetType, reason.value, str(reason), str(p.properties))
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\x00\x07",  # success, the common case
+        b"\xff\xfe",
+        b"\x00\x07\x00",  # success spelled out
+        b"\x00\x07\x10",  # no matching subscribers
+        b"\x00\x07\x80\x00",  # unspecified error, empty properties
+        b"\x00\x07\x87\x05\x1f\x00\x02no",  # not authorized, with a reason string
+        b"",
+        b"\x00",
+    ],
+)
+@pytest.mark.parametrize("protocol", [V5, V311])
+def test_pubacks_decode_as_in_paho(packet: bytes, protocol: int) -> None:
+    assert puback_outcome(paho_speedups.FAST_DECODE_PUBACK, packet, protocol) == puback_outcome(
+        paho_speedups.STOCK_DECODE_PUBACK, packet, protocol
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,6 +175,8 @@ async def test_make_client_installs_it_once() -> None:
     from paho.mqtt import _packet
 
     bus.make_client(bus.BrokerSettings(), "decoder-test")
-    assert _packet.decode_publish is bus.FAST_DECODE_PUBLISH
-    assert bus.install_publish_decoder() is True
-    assert _packet.decode_publish is bus.FAST_DECODE_PUBLISH
+    assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
+    assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK
+    assert paho_speedups.install_decoders() is True
+    assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
+    assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK

@@ -1042,9 +1042,9 @@ class JobRunner:
                 continue
             if item.kind == "lost":
                 pending = self._pending_eval
-                if pending is not None and item.agent in pending.collection.pending:
+                if pending is not None and pending.collection.is_pending(item.agent):
                     pending.collection.lose(item.agent, time.monotonic())
-                if collection is not None and item.agent in collection.pending:
+                if collection is not None and collection.is_pending(item.agent):
                     collection.lose(item.agent, time.monotonic())
                     await self.events.emit(
                         EventName.AGENT_LOST, self.completed_rounds + 1, {"agent": item.agent}
@@ -1114,7 +1114,7 @@ class JobRunner:
             round_=meta.round,
             version=meta.base_version,
             assignment=assignments.get(item.agent),
-            already_received=seen or item.agent not in collection.pending,
+            already_received=seen or not collection.is_pending(item.agent),
         )
         if not meta.success:
             failures[item.agent] = meta
@@ -1154,7 +1154,7 @@ class JobRunner:
             round_=meta.round,
             version=meta.model_version,
             assignment=pending.assignments.get(item.agent),
-            already_received=item.agent in pending.results or item.agent not in collection.pending,
+            already_received=item.agent in pending.results or not collection.is_pending(item.agent),
         )
         if not meta.success:
             collection.lose(item.agent, time.monotonic())

@@ -50,6 +50,11 @@ class Collection:
     reason: str = ""
     accepted: list[str] = field(default_factory=list)
     lost: set[str] = field(default_factory=set)
+    # ``accepted`` as a set: is_pending is asked for every reply, O(1) at any fleet size.
+    _accepted_set: set[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._accepted_set = set(self.accepted)
 
     @classmethod
     def start(
@@ -65,7 +70,15 @@ class Collection:
 
     @property
     def pending(self) -> set[str]:
-        return set(self.assigned) - set(self.accepted) - self.lost
+        return set(self.assigned) - self._accepted_set - self.lost
+
+    def is_pending(self, agent: str | None) -> bool:
+        return agent in self.assigned and agent not in self._accepted_set and agent not in self.lost
+
+    @property
+    def pending_count(self) -> int:
+        # accepted and lost are disjoint subsets of assigned (only a pending agent moves).
+        return len(self.assigned) - len(self._accepted_set) - len(self.lost)
 
     @property
     def closed(self) -> bool:
@@ -81,7 +94,7 @@ class Collection:
         return self._fire(Trigger.TICK, None, now)
 
     def can_accept(self, agent: str) -> bool:
-        return self.phase is Phase.WAITING and agent in self.pending
+        return self.phase is Phase.WAITING and self.is_pending(agent)
 
     # -- transitions -------------------------------------------------------------------
     def _fire(self, trigger: Trigger, agent: str | None, now: float) -> Phase:
@@ -92,18 +105,20 @@ class Collection:
         return self.phase
 
     def _on_accept(self, agent: str | None, now: float) -> None:
-        if agent not in self.pending:
+        if not self.is_pending(agent):
             raise IllegalTransition(f"agent {agent!r} is not pending in this round")
+        assert agent is not None
         self.accepted.append(agent)
+        self._accepted_set.add(agent)
         if len(self.accepted) >= self.target:
             self._close("buffer full")
-        elif not self.pending:
+        elif not self.pending_count:
             self._close("all replied")
 
     def _on_lose(self, agent: str | None, now: float) -> None:
-        if agent in self.pending:
+        if agent is not None and self.is_pending(agent):
             self.lost.add(agent)
-            if not self.pending:
+            if not self.pending_count:
                 self._close("no agents left pending")
 
     def _on_tick(self, agent: str | None, now: float) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.round_state import (
     Collection,
@@ -107,3 +109,30 @@ def test_job_phase_table() -> None:
         advance(JobPhase.FINISHED, JobPhase.TRAINING)
     with pytest.raises(IllegalTransition):
         advance(JobPhase.PENDING, JobPhase.VALIDATING)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    events=st.lists(st.tuples(st.sampled_from(["accept", "lose"]), st.integers(0, 14))),
+)
+def test_is_pending_and_pending_count_agree_with_pending(
+    n: int, events: list[tuple[str, int]]
+) -> None:
+    # Agents 12-14 were never assigned; events on them are refused (accept) or ignored.
+    c = Collection.start([f"a{i}" for i in range(n)], target=n, required=1, deadline=None)
+    for kind, i in events:
+        agent = f"a{i}"
+        if c.closed:
+            break
+        if kind == "accept":
+            if c.can_accept(agent):
+                c.accept(agent, 0.0)
+            else:
+                with pytest.raises(IllegalTransition):
+                    c.accept(agent, 0.0)
+        else:
+            c.lose(agent, 0.0)
+        for j in range(15):
+            assert c.is_pending(f"a{j}") == (f"a{j}" in c.pending)
+        assert c.pending_count == len(c.pending)

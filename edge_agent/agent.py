@@ -42,16 +42,22 @@ from fedbus_protocol.topics import TopicKind, Topics
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_SECONDS = 60.0
+# Models are retained, and every (re)subscribe makes the broker send the retained ones
+# again: QoS 1 would add nothing but a PUBACK per agent and model to the round's path.
+MODEL_QOS = 0
 # The agent's own trainer runs a train or validate computation on the event loop itself
 # when the same kind last took under INLINE_CPU_SECONDS of CPU and INLINE_WALL_SECONDS of
 # wall time. Handing a few ms of training to a worker thread costs more than it saves:
 # measured with 50 agent processes on two cores (digits MLP, 20 steps, ~4 ms of CPU a
 # round), rounds took 0.23-0.32 s inline against 0.29-0.42 s through asyncio.to_thread,
-# in back-to-back runs. Blocking the loop that long delays nothing: keep-alives are
-# seconds apart. Longer work, work not measured yet (the first round warms torch up) and
-# a custom train_fn (it may wait on something only the loop can deliver) stay off it.
-INLINE_CPU_SECONDS = 0.02
-INLINE_WALL_SECONDS = 0.25
+# in back-to-back runs. The wall bound is loose on purpose: on a shared CPU the wall time
+# is mostly waiting for a core (10 ms of CPU took 200-350 ms of wall with 50 agents on 2
+# cores; a 0.25 s bound sent about half the training to a thread), and blocking the loop for
+# up to 2 s delays nothing that matters (keep-alives are 15 s apart, tasks run one at a
+# time). Longer work, work not measured yet (the first round warms torch up) and a
+# custom train_fn (it may wait on something only the loop can deliver) stay off it.
+INLINE_CPU_SECONDS = 0.05
+INLINE_WALL_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -145,7 +151,7 @@ class EdgeAgent:
         async with client:
             await client.subscribe(self.topics.agent_tasks(self.agent_id), qos=1)
             if self.subscribe_models:
-                await client.subscribe(self.topics.all_job_models(), qos=1)
+                await client.subscribe(self.topics.all_job_models(), qos=MODEL_QOS)
             await client.publish(
                 self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
             )

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_agent.adaptive import StepCost, run_adaptive
-from edge_agent.agent import AgentIdentity, EdgeAgent, UpdatePlan
+from edge_agent.agent import MODEL_QOS, AgentIdentity, EdgeAgent, UpdatePlan
 from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.profile import DataSpec, partition_size
@@ -157,7 +157,7 @@ class ModelListener:
 
     async def _session(self) -> None:
         async with bus.make_client(self.broker, self.client_id) as client:
-            await client.subscribe(self.topics.all_job_models(), qos=1)
+            await client.subscribe(self.topics.all_job_models(), qos=MODEL_QOS)
             self.connected.set()
             async for message in client.messages:
                 payload = message.payload

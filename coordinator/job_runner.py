@@ -663,7 +663,12 @@ class JobRunner:
             begin["inactive"] = plan.inactive
         await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
         t1 = time.perf_counter()
-        requests = await self._ask_validation(dispatched)
+        # Virtual clock: everyone dispatched must answer (arrival order means nothing);
+        # wall clock: the first K successful arrivals are the K fastest.
+        target = len(dispatched) if self.virtual_time is not None else self.config.target_updates
+        # Waiting for every update anyway, the validations may ride in them: two messages
+        # fewer per agent. Keeping the K fastest, a straggler's would hold up the results.
+        requests = await self._ask_validation(dispatched, in_update=target >= len(dispatched))
         assignments = await self._send_tasks(
             round_,
             "train",
@@ -673,9 +678,6 @@ class JobRunner:
             validate_first=requests,
         )
         t2 = time.perf_counter()
-        # Virtual clock: everyone dispatched must answer (arrival order means nothing);
-        # wall clock: the first K successful arrivals are the K fastest.
-        target = len(dispatched) if self.virtual_time is not None else self.config.target_updates
         collection = Collection.start(
             dispatched,
             target=target,
@@ -694,6 +696,7 @@ class JobRunner:
             stack=stack,
         )
         self._remember_closed(assignments, "train")
+        self._give_up_folded(requests, replies, failures)
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -948,11 +951,14 @@ class JobRunner:
         if not overlap:
             await self._ask_validation([])
 
-    async def _ask_validation(self, training: list[str]) -> dict[str, ValidateRequest]:
+    async def _ask_validation(
+        self, training: list[str], *, in_update: bool = False
+    ) -> dict[str, ValidateRequest]:
         """Ask the outstanding validation's agents: ``training`` ones in their train task.
 
-        Returns the requests to fold into those train tasks; everyone else gets a validate
-        task now. The validated model is the one the train tasks start from (same version).
+        Returns the requests to fold into those train tasks (answered inside the update
+        with ``in_update``); everyone else gets a validate task now. The validated model is
+        the one the train tasks start from (same version).
         """
         pending = self._pending_eval
         if pending is None or not pending.unasked:
@@ -963,7 +969,9 @@ class JobRunner:
         pending.unasked = []
         requests: dict[str, ValidateRequest] = {}
         for agent in folded:
-            request = ValidateRequest(task_id=uuid.uuid4().hex[:16], round=pending.round)
+            request = ValidateRequest(
+                task_id=uuid.uuid4().hex[:16], round=pending.round, in_update=in_update
+            )
             requests[agent] = request
             pending.assignments[agent] = Assignment(
                 agent, request.task_id, pending.round, self.model_version
@@ -983,6 +991,21 @@ class JobRunner:
                 )
             )
         return requests
+
+    def _give_up_folded(
+        self,
+        requests: dict[str, ValidateRequest],
+        replies: dict[str, _Reply],
+        failures: dict[str, UpdateMeta],
+    ) -> None:
+        """Validations that were to ride in updates that never came are lost with them."""
+        pending = self._pending_eval
+        if pending is None:
+            return
+        for agent, request in requests.items():
+            answered = agent in replies or agent in failures
+            if request.in_update and not answered and not pending.collection.closed:
+                pending.collection.lose(agent, time.monotonic())
 
     async def _finish_validation(self, *, emit: bool = True) -> None:
         """Wait for the outstanding validation to close, record it and end its round."""
@@ -1057,17 +1080,20 @@ class JobRunner:
                 elif item.kind == "result":
                     self._take_result(item)
             except Rejected as exc:
-                self.rejected[exc.reason] += 1
-                log.warning(
-                    "job %s round %d: rejected %s from %s: %s",
-                    self.job,
-                    self.completed_rounds + 1,
-                    item.kind,
-                    item.agent,
-                    exc.detail,
-                )
+                self._count_rejected(exc, item.kind, item.agent)
             finally:
                 self._ingest_seconds += time.perf_counter() - began
+
+    def _count_rejected(self, exc: Rejected, kind: str, agent: str) -> None:
+        self.rejected[exc.reason] += 1
+        log.warning(
+            "job %s round %d: rejected %s from %s: %s",
+            self.job,
+            self.completed_rounds + 1,
+            kind,
+            agent,
+            exc.detail,
+        )
 
     async def _take_update(
         self,
@@ -1116,6 +1142,13 @@ class JobRunner:
             assignment=assignments.get(item.agent),
             already_received=seen or not collection.is_pending(item.agent),
         )
+        if meta.validation is not None:
+            # Once the update itself is genuine, its result is one in its own right: taken
+            # or refused on its own checks, whether or not the training succeeded.
+            try:
+                self._accept_result(item.agent, meta.validation)
+            except Rejected as exc:
+                self._count_rejected(exc, "result", item.agent)
         if not meta.success:
             failures[item.agent] = meta
             collection.lose(item.agent, time.monotonic())
@@ -1134,33 +1167,36 @@ class JobRunner:
         collection.accept(item.agent, time.monotonic())
 
     def _take_result(self, item: Inbound) -> None:
-        meta = decode_result(item.payload, 1 << 20)
-        if meta.task_id in self._closed_tasks and meta.agent == item.agent:
+        self._accept_result(item.agent, decode_result(item.payload, 1 << 20))
+
+    def _accept_result(self, agent: str, meta: ResultMeta) -> None:
+        """A validation result from ``agent`` (its own message, or inside its update)."""
+        if meta.task_id in self._closed_tasks and meta.agent == agent:
             self.late_updates += 1
             return
         pending = self._pending_eval
         if pending is None:
             raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
         collection = pending.collection
-        if item.agent in collection.lost:
+        if agent in collection.lost:
             self.late_updates += 1  # it was given up for lost (it went offline) and came back
             return
         check_header(
             job=self.job,
-            topic_agent=item.agent,
+            topic_agent=agent,
             meta_job=meta.job,
             meta_agent=meta.agent,
             task_id=meta.task_id,
             round_=meta.round,
             version=meta.model_version,
-            assignment=pending.assignments.get(item.agent),
-            already_received=item.agent in pending.results or not collection.is_pending(item.agent),
+            assignment=pending.assignments.get(agent),
+            already_received=agent in pending.results or not collection.is_pending(agent),
         )
         if not meta.success:
-            collection.lose(item.agent, time.monotonic())
+            collection.lose(agent, time.monotonic())
             return
-        pending.results[item.agent] = meta
-        collection.accept(item.agent, time.monotonic())
+        pending.results[agent] = meta
+        collection.accept(agent, time.monotonic())
 
 
 def _add_if_finite(model: np.ndarray, delta: np.ndarray) -> np.ndarray | None:

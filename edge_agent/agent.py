@@ -214,7 +214,9 @@ class EdgeAgent:
                 await self._report_failure(task, describe(exc))
             self.tasks_done += 1
 
-    async def _report_failure(self, task: Task, reason: str) -> None:
+    async def _report_failure(
+        self, task: Task, reason: str, validation: ResultMeta | None = None
+    ) -> None:
         common = {
             "job": task.job,
             "round": task.round,
@@ -228,7 +230,9 @@ class EdgeAgent:
             meta = ResultMeta(model_version=task.model_version, **common)
             topic = self.topics.job_result(task.job, self.agent_id)
         else:
-            meta = UpdateMeta(base_version=task.model_version, encoding="none", **common)
+            meta = UpdateMeta(
+                base_version=task.model_version, encoding="none", validation=validation, **common
+            )
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 
@@ -243,25 +247,41 @@ class EdgeAgent:
             async with self.compute_lock:
                 result = await self._validate(task, model, task.task_id, task.round)
             await self._publish(
-                self.topics.job_result(task.job, self.agent_id), result, task.task_id
+                self.topics.job_result(task.job, self.agent_id),
+                encode_envelope(result),
+                task.task_id,
             )
             return
         result_sent: asyncio.Future[None] | None = None
+        folded: ResultMeta | None = None  # the validation that rides in the update
         validated = 0.0
         async with self.compute_lock:
             if task.validate_first is not None:
                 began = time.perf_counter()
                 request = task.validate_first
                 result = await self._validate(task, model, request.task_id, request.round)
-                # Not waiting for its PUBACK: training starts at once, the round's
-                # update is published after it on the same connection.
-                result_sent = asyncio.ensure_future(
-                    self._publish(
-                        self.topics.job_result(task.job, self.agent_id), result, request.task_id
+                if request.in_update:
+                    folded = result
+                else:
+                    # Not waiting for its PUBACK: training starts at once, the round's
+                    # update is published after it on the same connection.
+                    result_sent = asyncio.ensure_future(
+                        self._publish(
+                            self.topics.job_result(task.job, self.agent_id),
+                            encode_envelope(result),
+                            request.task_id,
+                        )
                     )
-                )
                 validated = time.perf_counter() - began
-            plan = await self._compute("train", self.train_fn, task, model, self.identity)
+            try:
+                plan = await self._compute("train", self.train_fn, task, model, self.identity)
+            except Exception as exc:
+                if folded is None:
+                    raise
+                # The failure report carries the validation: it is the only reply sent.
+                log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
+                await self._report_failure(task, describe(exc), folded)
+                return
         if task.config.clock == "wall":
             plan = UpdatePlan(
                 plan.outcome,
@@ -271,7 +291,7 @@ class EdgeAgent:
                     wall_duration=time.perf_counter() - received - validated,
                 ),
             )
-        meta, tensors = build_update(task, self.agent_id, plan, model)
+        meta, tensors = build_update(task, self.agent_id, plan, model, folded)
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
             await self._publish(
@@ -302,8 +322,8 @@ class EdgeAgent:
 
     async def _validate(
         self, task: Task, model: GlobalModel, task_id: str, round_: int
-    ) -> bytearray:
-        """The ResultMeta envelope of evaluating ``model``: a failure is reported, not raised."""
+    ) -> ResultMeta:
+        """The ResultMeta of evaluating ``model``: a failure is reported, not raised."""
         common = {
             "job": task.job,
             "round": round_,
@@ -324,7 +344,7 @@ class EdgeAgent:
             # A validation's failure must not cost the training folded into the same task.
             log.exception("agent %s: validation %s failed", self.agent_id, task_id)
             meta = ResultMeta(**common, success=False, reason=describe(exc))
-        return encode_envelope(meta)
+        return meta
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
         outcome = self.trainer.train(
@@ -356,7 +376,11 @@ def l2_norm(values: np.ndarray) -> float:
 
 
 def build_update(
-    task: Task, agent_id: str, plan: UpdatePlan, model: GlobalModel
+    task: Task,
+    agent_id: str,
+    plan: UpdatePlan,
+    model: GlobalModel,
+    validation: ResultMeta | None = None,
 ) -> tuple[UpdateMeta, dict[str, Tensor]]:
     """The update message: dense named deltas, or one sparse flat delta below keep 1."""
     outcome = plan.outcome
@@ -395,5 +419,6 @@ def build_update(
         steps_phase2=outcome.steps_phase2,
         keep_frac=outcome.keep_frac,
         timings=plan.timings,
+        validation=validation,
     )
     return meta, tensors

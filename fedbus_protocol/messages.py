@@ -154,12 +154,16 @@ class ValidateRequest(BaseModel):
     The model a round trains from is the one the previous round produced and validates,
     so an agent in both gets one task instead of two (half the control messages per agent
     and round). It replies with a ResultMeta exactly as to a ``validate`` task with this
-    ``task_id`` and ``round``, before it starts training.
+    ``task_id`` and ``round``, before it starts training; with ``in_update`` it puts that
+    ResultMeta in the task's UpdateMeta (``validation``) instead of publishing it apart.
+    The coordinator asks for that only when the round waits for every agent it trains,
+    so a result never waits on a straggler's update.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     task_id: str = Field(min_length=1, max_length=64)
     round: int = Field(ge=0)
+    in_update: bool = False
 
 
 class Task(Message):
@@ -202,28 +206,6 @@ class Timings(BaseModel):
         return self.t_dl + self.t_comp + self.t_ul
 
 
-class UpdateMeta(Message):
-    job: str
-    round: int = Field(ge=0)
-    agent: AgentId
-    task_id: str
-    base_version: int = Field(ge=0)
-    success: bool = True
-    reason: str = ""
-    num_examples: int = Field(0, ge=0)
-    encoding: Literal["dense", "sparse", "none"] = "dense"
-    utility: float = 0.0
-    grad_norm: float = 0.0
-    loss: float = 0.0
-    steps: int = 0
-    steps_phase1: int = 0
-    steps_phase2: int = 0
-    keep_frac: float = 1.0
-    timings: Timings = Field(default_factory=Timings)
-
-    _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
-
-
 class ResultMeta(Message):
     job: str
     round: int = Field(ge=0)
@@ -245,6 +227,30 @@ class ResultMeta(Message):
         for v in value.values():
             _finite(v)
         return value
+
+
+class UpdateMeta(Message):
+    job: str
+    round: int = Field(ge=0)
+    agent: AgentId
+    task_id: str
+    base_version: int = Field(ge=0)
+    success: bool = True
+    reason: str = ""
+    num_examples: int = Field(0, ge=0)
+    encoding: Literal["dense", "sparse", "none"] = "dense"
+    utility: float = 0.0
+    grad_norm: float = 0.0
+    loss: float = 0.0
+    steps: int = 0
+    steps_phase1: int = 0
+    steps_phase2: int = 0
+    keep_frac: float = 1.0
+    timings: Timings = Field(default_factory=Timings)
+    # The reply to the task's ``validate_first`` when it asked for it here (``in_update``).
+    validation: ResultMeta | None = None
+
+    _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
 
 
 # ---------------------------------------------------------------- encoding

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from coordinator import checkpoint
@@ -17,8 +18,8 @@ from edge_agent.torch_state import load_numpy_state
 from edge_agent.trainer import evaluate_model
 from examples.digits import load_test, make_model
 from fedbus_protocol import bus
-from fedbus_protocol.messages import Task, decode_envelope
-from fedbus_protocol.topics import Topics
+from fedbus_protocol.messages import ResultMeta, Task, UpdateMeta, decode_envelope
+from fedbus_protocol.topics import TopicKind, Topics
 
 from .conftest import job_config, running_agents
 
@@ -114,11 +115,15 @@ async def test_server_side_evaluation_scores_the_global_model_on_the_test_set(
     assert torch.is_tensor(test.tensors[0])
 
 
+@pytest.mark.parametrize("overcommitment", [1.0, 1.5])
 async def test_a_validation_rides_in_the_next_train_task_of_the_agents_it_trains(
-    settings: bus.BrokerSettings, tmp_path: Path
+    settings: bus.BrokerSettings, tmp_path: Path, overcommitment: float
 ) -> None:
-    # Prepare: a watcher of every task on the wire; 2 of the 4 agents train each round.
+    # Prepare: a watcher of every task, update and result on the wire; 2 of the 4 agents
+    # are kept each round (1.5: 3 dispatched, the 2 fastest kept).
     seen: list[tuple[str, Task]] = []  # (agent, task)
+    results: list[ResultMeta] = []  # published apart
+    in_updates: list[ResultMeta] = []  # inside an UpdateMeta
     topics = Topics(settings.prefix)
     ready = asyncio.Event()
 
@@ -126,10 +131,20 @@ async def test_a_validation_rides_in_the_next_train_task_of_the_agents_it_trains
         async with bus.make_client(settings, "task-watcher", persistent=False) as client:
             for i in range(4):
                 await client.subscribe(topics.agent_tasks(f"agent-{i}"), qos=1)
+            await client.subscribe(topics.all_job_updates(), qos=1)
+            await client.subscribe(topics.all_job_results(), qos=1)
             ready.set()
             async for message in client.messages:
-                agent = topics.parse(str(message.topic)).agent or ""
-                seen.append((agent, decode_envelope(Task, bytes(message.payload))[0]))  # type: ignore[arg-type]
+                parsed = topics.parse(str(message.topic))
+                payload = bytes(message.payload)  # type: ignore[arg-type]
+                if parsed.kind is TopicKind.AGENT_TASKS:
+                    seen.append((parsed.agent or "", decode_envelope(Task, payload)[0]))
+                elif parsed.kind is TopicKind.JOB_RESULT:
+                    results.append(decode_envelope(ResultMeta, payload)[0])
+                else:
+                    update = decode_envelope(UpdateMeta, payload)[0]
+                    if update.validation is not None:
+                        in_updates.append(update.validation)
 
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(ready.wait(), 10)
@@ -137,30 +152,39 @@ async def test_a_validation_rides_in_the_next_train_task_of_the_agents_it_trains
     config = job_config(
         rounds=ROUNDS,
         num_participants=2,
-        overcommitment=1.0,
+        overcommitment=overcommitment,
         selector={"name": "random", "seed": 1},
     )
     service = CoordinatorService(settings, runs_dir=tmp_path)
     service.submit(config)
     async with running_agents(settings, 4), asyncio.timeout(90):
         assert await service.serve(exit_when_idle=True) == {"itest": True}
-    await asyncio.sleep(0.2)  # the last tasks reach the watcher
+    await asyncio.sleep(0.2)  # the last messages reach the watcher
     watcher.cancel()
     # Assert: every round validated on all 4 agents ...
     events = read_events(tmp_path / "itest" / "events.jsonl")
     ends = {e["round"]: e["data"] for e in events if e["event"] == "ROUND_END"}
     assert sorted(ends) == list(range(1, ROUNDS + 1))
     assert all(ends[r]["eval_agents"] == 4 for r in ends)
-    # ... rounds 1..R-1 by 2 requests folded into round r+1's train tasks and 2 validate
-    # tasks, to the agents that round does not train; the last round by 4 validate tasks.
+    # ... rounds 1..R-1 by requests folded into round r+1's train tasks and validate
+    # tasks to the agents that round does not train; the last round by 4 validate tasks.
+    dispatched = 2 if overcommitment == 1.0 else 3
     for r in range(1, ROUNDS + 1):
         trains = {a: t for a, t in seen if t.kind == "train" and t.round == r + 1}
         alone = {a: t for a, t in seen if t.kind == "validate" and t.round == r}
+        replies_in_updates = {m.agent for m in in_updates if m.round == r}
+        replies_apart = {m.agent for m in results if m.round == r}
         if r < ROUNDS:
-            assert len(trains) == 2 and len(alone) == 2
+            assert len(trains) == dispatched and len(alone) == 4 - dispatched
             assert all(t.validate_first is not None for t in trains.values())
             assert all(t.validate_first.round == r for t in trains.values())  # type: ignore[union-attr]
             assert set(trains).isdisjoint(alone)
         else:
             assert not trains and len(alone) == 4
+        # Waiting for every update (1.0), the trained agents answer inside them; keeping
+        # the K fastest (1.5), everyone answers apart, before training.
+        folded = overcommitment == 1.0 and r < ROUNDS
+        assert all(t.validate_first.in_update is folded for t in trains.values())  # type: ignore[union-attr]
+        assert replies_in_updates == (set(trains) if folded else set())
+        assert replies_apart == set(alone) | (set() if folded else set(trains))
     assert all(t.validate_first is None for _, t in seen if t.round == 1)

@@ -1120,6 +1120,41 @@ async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
     assert ends[4]["eval_agents"] == 4
 
 
+async def test_a_failed_training_still_delivers_the_validation_it_carried(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: round 2's validation rides in round 3's train tasks (every update awaited,
+    # so inside the updates); agent-1's training raises in round 3, after validating.
+    rounds = 4
+    config = job_config(
+        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
+    )
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(config)
+    async with running_agents(settings, 4) as agents:
+        train = agents[1].train_fn
+
+        def broken_in_round_three(task: Task, model: Any, identity: AgentIdentity) -> Any:
+            if task.round == 3:
+                assert task.validate_first is not None and task.validate_first.in_update
+                raise RuntimeError("entry point exploded")
+            return train(task, model, identity)
+
+        agents[1].train_fn = broken_in_round_three
+        async with asyncio.timeout(60):
+            results = await service.serve(exit_when_idle=True)
+    # Assert: the failure report carried agent-1's result: round 2 was validated on all 4
+    # agents, and nothing waited for a result that would never come.
+    assert results == {JOB: True}
+    ends = {
+        e["round"]: e["data"] for e in round_outcomes(read_events(tmp_path / JOB / "events.jsonl"))
+    }
+    assert ends[3]["failed"] == ["agent-1"]
+    assert ends[2]["eval_agents"] == 4
+    assert ends[3]["duration"] < config.round_timeout / 2
+    assert ends[3]["duration"] < config.eval_timeout / 2
+
+
 # -- 8. finite updates whose sum with the model overflows ----------------------------------------
 
 

@@ -48,6 +48,7 @@ class MomentumSGD:
         # FedProx anchor: the weights the round started from (the global model).
         self._anchor = [p.detach().clone() for p in self.params] if proximal_mu > 0 else []
         self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self._momentum_factor = _scalar_operand(momentum, self.params)
 
     def step_on(self, loss: torch.Tensor) -> None:
         """Differentiate ``loss`` with respect to the parameters and take one step."""
@@ -75,7 +76,7 @@ class MomentumSGD:
         old = [i for i in used if self._buffers[i] is not None]
         if len(old) == len(used):  # every step after the first
             buffers: list[torch.Tensor] = [self._buffers[i] for i in used]  # type: ignore[misc]
-            torch._foreach_mul_(buffers, self.momentum)
+            torch._foreach_mul_(buffers, self._momentum_factor)
             torch._foreach_add_(buffers, grads)
             return buffers
         out = []
@@ -88,3 +89,22 @@ class MomentumSGD:
                 buf.mul_(self.momentum).add_(grad)
             out.append(buf)
         return out
+
+
+def _scalar_operand(value: float, params: Sequence[torch.Tensor]) -> float | torch.Tensor:
+    """``value`` as a 0-dim tensor of the parameters' dtype and device, where that is exact.
+
+    torch's CPU ``_foreach_mul_`` with a Python number falls back to one ``mul_`` per
+    tensor, each wrapping and converting the number again: 8.6 us for the digits MLP's
+    four tensors against 3.0 us with a 0-dim tensor. For float32 and float64 both
+    multiply by the number rounded to that dtype, so the result is the same bit for bit;
+    other dtypes (half precision computes in float32) and mixed parameters keep the number.
+    """
+    if not params:
+        return value
+    dtype, device = params[0].dtype, params[0].device
+    if dtype not in (torch.float32, torch.float64):
+        return value
+    if any(p.dtype != dtype or p.device != device for p in params):
+        return value
+    return torch.tensor(value, dtype=dtype, device=device)

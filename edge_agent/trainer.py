@@ -232,7 +232,9 @@ class TrainSession:
         try:
             for _ in range(count):
                 idx = self._next_batch()
-                x, y = self.data.train_x[idx], self.data.train_y[idx]
+                # index_select: the same rows as x[idx], without advanced indexing's setup.
+                x = torch.index_select(self.data.train_x, 0, idx)
+                y = torch.index_select(self.data.train_y, 0, idx)
                 losses = loss_fn(self.model(x), y, reduction="none")
                 self.optimizer.step_on(losses.mean())
                 self._losses.append(losses.detach())

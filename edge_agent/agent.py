@@ -54,9 +54,11 @@ MODEL_QOS = 0
 # is mostly waiting for a core (10 ms of CPU took 200-350 ms of wall with 50 agents on 2
 # cores; a 0.25 s bound sent about half the training to a thread), and blocking the loop for
 # up to 2 s delays nothing that matters (keep-alives are 15 s apart, tasks run one at a
-# time). Longer work, work not measured yet (the first round warms torch up) and a
-# custom train_fn (it may wait on something only the loop can deliver) stay off it.
-INLINE_CPU_SECONDS = 0.05
+# time). The CPU bound is above the first round's cost (torch warms up: 40-70 ms of CPU
+# for that MLP), so the second round already runs inline. Longer work, work not measured
+# yet and a custom train_fn (it may wait on something only the loop can deliver) stay
+# off it.
+INLINE_CPU_SECONDS = 0.1
 INLINE_WALL_SECONDS = 2.0
 
 T = TypeVar("T")

@@ -696,7 +696,7 @@ class JobRunner:
             stack=stack,
         )
         self._remember_closed(assignments, "train")
-        self._give_up_folded(requests, replies, failures)
+        self._give_up_folded(requests)
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -992,19 +992,20 @@ class JobRunner:
             )
         return requests
 
-    def _give_up_folded(
-        self,
-        requests: dict[str, ValidateRequest],
-        replies: dict[str, _Reply],
-        failures: dict[str, UpdateMeta],
-    ) -> None:
-        """Validations that were to ride in updates that never came are lost with them."""
+    def _give_up_folded(self, requests: dict[str, ValidateRequest]) -> None:
+        """Validations that were to ride in this round's updates and did not are lost.
+
+        Called once the round's updates are in: an agent still pending in the validation
+        sent no update, or one without its result (a failure report from an agent that
+        could not build its update); it is not waited for until eval_timeout.
+        """
         pending = self._pending_eval
         if pending is None:
             return
         for agent, request in requests.items():
-            answered = agent in replies or agent in failures
-            if request.in_update and not answered and not pending.collection.closed:
+            if pending.collection.closed:
+                return
+            if request.in_update and pending.collection.is_pending(agent):
                 pending.collection.lose(agent, time.monotonic())
 
     async def _finish_validation(self, *, emit: bool = True) -> None:

@@ -1146,13 +1146,47 @@ async def test_a_failed_training_still_delivers_the_validation_it_carried(
     # Assert: the failure report carried agent-1's result: round 2 was validated on all 4
     # agents, and nothing waited for a result that would never come.
     assert results == {JOB: True}
-    ends = {
-        e["round"]: e["data"] for e in round_outcomes(read_events(tmp_path / JOB / "events.jsonl"))
-    }
+    events = read_events(tmp_path / JOB / "events.jsonl")
+    ends = {e["round"]: e["data"] for e in round_outcomes(events)}
+    begins = {e["round"]: e["ts"] for e in events if e["event"] == "ROUND_BEGIN"}
     assert ends[3]["failed"] == ["agent-1"]
     assert ends[2]["eval_agents"] == 4
-    assert ends[3]["duration"] < config.round_timeout / 2
-    assert ends[3]["duration"] < config.eval_timeout / 2
+    # Round 2's validation closed with round 3's updates: round 4 followed at once.
+    assert begins[4] - begins[3] < config.eval_timeout / 2
+
+
+async def test_a_failure_report_without_its_validation_does_not_hold_the_round(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: in round 3 (carrying round 2's validation) agent-1 trains to a NaN loss, so
+    # it cannot build its update: its failure report has no room for the result.
+    rounds = 4
+    config = job_config(
+        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
+    )
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(config)
+    async with running_agents(settings, 4) as agents:
+        train = agents[1].train_fn
+
+        def nan_in_round_three(task: Task, model: Any, identity: AgentIdentity) -> Any:
+            plan = train(task, model, identity)
+            if task.round == 3:
+                plan.outcome.loss = float("nan")
+            return plan
+
+        agents[1].train_fn = nan_in_round_three
+        async with asyncio.timeout(60):
+            results = await service.serve(exit_when_idle=True)
+    # Assert: round 3 failed agent-1 at once; round 2's validation ended with the three
+    # results it got, without waiting out eval_timeout for the fourth.
+    assert results == {JOB: True}
+    events = read_events(tmp_path / JOB / "events.jsonl")
+    ends = {e["round"]: e["data"] for e in round_outcomes(events)}
+    begins = {e["round"]: e["ts"] for e in events if e["event"] == "ROUND_BEGIN"}
+    assert ends[3]["failed"] == ["agent-1"]
+    assert ends[2]["eval_agents"] == 3
+    assert begins[4] - begins[3] < config.eval_timeout / 2
 
 
 # -- 8. finite updates whose sum with the model overflows ----------------------------------------

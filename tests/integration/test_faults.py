@@ -52,6 +52,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from coordinator import checkpoint
 from coordinator.broker_process import BrokerProcess
+from coordinator.config import JobConfig
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent
@@ -1085,34 +1086,41 @@ async def test_thirty_percent_of_agents_killed_every_round(
 # -- 7. a task that raises inside an agent -------------------------------------------------------
 
 
-async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
-    settings: bus.BrokerSettings, tmp_path: Path
-) -> None:
-    # Prepare: agent-1's training raises in round 2 (as a bug in a model or data entry
-    # point would); the four agents share one task group, as an emulator's do.
-    rounds = 4
+async def run_with_agent_one_wrapped(
+    settings: bus.BrokerSettings, tmp_path: Path, wrap: Callable[[Any], Any]
+) -> tuple[JobConfig, list[dict[str, Any]]]:
+    """Four agents, every one every round, validation every 2nd round; agent-1's train_fn
+    is ``wrap(its own)``; the four share one task group, as an emulator's agents do."""
     config = job_config(
-        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
+        rounds=4, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
     )
     service = CoordinatorService(settings, runs_dir=tmp_path)
     service.submit(config)
     async with running_agents(settings, 4) as agents:
-        train = agents[1].train_fn
+        agents[1].train_fn = wrap(agents[1].train_fn)
+        async with asyncio.timeout(60):
+            assert await service.serve(exit_when_idle=True) == {JOB: True}
+    return config, read_events(tmp_path / JOB / "events.jsonl")
 
-        def broken_in_round_two(task: Task, model: Any, identity: AgentIdentity) -> Any:
+
+async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: agent-1's training raises in round 2 (as a bug in a model or data entry
+    # point would).
+    def broken_in_round_two(train: Any) -> Any:
+        def fn(task: Task, model: Any, identity: AgentIdentity) -> Any:
             if task.round == 2:
                 raise RuntimeError("entry point exploded")
             return train(task, model, identity)
 
-        agents[1].train_fn = broken_in_round_two
-        # Execute
-        async with asyncio.timeout(60):
-            results = await service.serve(exit_when_idle=True)
+        return fn
+
+    # Execute
+    config, events = await run_with_agent_one_wrapped(settings, tmp_path, broken_in_round_two)
     # Assert: round 2 counted agent-1 as failed at once (no deadline wait), with the reason;
     # every agent, agent-1 included, trained and validated in the later rounds.
-    assert results == {JOB: True}
-    events = read_events(tmp_path / JOB / "events.jsonl")
-    assert_rounds_once_each(events, rounds)
+    assert_rounds_once_each(events, 4)
     ends = {e["round"]: e["data"] for e in round_outcomes(events)}
     assert ends[2]["failed"] == ["agent-1"] and "agent-1" not in ends[2]["kept"]
     assert ends[2]["duration"] < config.round_timeout / 2
@@ -1120,39 +1128,35 @@ async def test_a_task_that_raises_is_reported_failed_and_the_agent_serves_on(
     assert ends[4]["eval_agents"] == 4
 
 
+def gaps_and_ends(events: list[dict[str, Any]]) -> tuple[dict[int, float], dict[int, Any]]:
+    """Seconds from each ROUND_BEGIN to the next, and each round's outcome."""
+    begins = {e["round"]: e["ts"] for e in events if e["event"] == "ROUND_BEGIN"}
+    gaps = {r: begins[r + 1] - begins[r] for r in begins if r + 1 in begins}
+    return gaps, {e["round"]: e["data"] for e in round_outcomes(events)}
+
+
 async def test_a_failed_training_still_delivers_the_validation_it_carried(
     settings: bus.BrokerSettings, tmp_path: Path
 ) -> None:
     # Prepare: round 2's validation rides in round 3's train tasks (every update awaited,
     # so inside the updates); agent-1's training raises in round 3, after validating.
-    rounds = 4
-    config = job_config(
-        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
-    )
-    service = CoordinatorService(settings, runs_dir=tmp_path)
-    service.submit(config)
-    async with running_agents(settings, 4) as agents:
-        train = agents[1].train_fn
-
-        def broken_in_round_three(task: Task, model: Any, identity: AgentIdentity) -> Any:
+    def broken_in_round_three(train: Any) -> Any:
+        def fn(task: Task, model: Any, identity: AgentIdentity) -> Any:
             if task.round == 3:
                 assert task.validate_first is not None and task.validate_first.in_update
                 raise RuntimeError("entry point exploded")
             return train(task, model, identity)
 
-        agents[1].train_fn = broken_in_round_three
-        async with asyncio.timeout(60):
-            results = await service.serve(exit_when_idle=True)
+        return fn
+
+    # Execute
+    config, events = await run_with_agent_one_wrapped(settings, tmp_path, broken_in_round_three)
     # Assert: the failure report carried agent-1's result: round 2 was validated on all 4
-    # agents, and nothing waited for a result that would never come.
-    assert results == {JOB: True}
-    events = read_events(tmp_path / JOB / "events.jsonl")
-    ends = {e["round"]: e["data"] for e in round_outcomes(events)}
-    begins = {e["round"]: e["ts"] for e in events if e["event"] == "ROUND_BEGIN"}
+    # agents, and round 4 followed at once (nothing waited for a result).
+    gaps, ends = gaps_and_ends(events)
     assert ends[3]["failed"] == ["agent-1"]
     assert ends[2]["eval_agents"] == 4
-    # Round 2's validation closed with round 3's updates: round 4 followed at once.
-    assert begins[4] - begins[3] < config.eval_timeout / 2
+    assert gaps[3] < config.eval_timeout / 2
 
 
 async def test_a_failure_report_without_its_validation_does_not_hold_the_round(
@@ -1160,33 +1164,23 @@ async def test_a_failure_report_without_its_validation_does_not_hold_the_round(
 ) -> None:
     # Prepare: in round 3 (carrying round 2's validation) agent-1 trains to a NaN loss, so
     # it cannot build its update: its failure report has no room for the result.
-    rounds = 4
-    config = job_config(
-        rounds=rounds, num_participants=4, overcommitment=1.0, min_agents=4, eval_interval=2
-    )
-    service = CoordinatorService(settings, runs_dir=tmp_path)
-    service.submit(config)
-    async with running_agents(settings, 4) as agents:
-        train = agents[1].train_fn
-
-        def nan_in_round_three(task: Task, model: Any, identity: AgentIdentity) -> Any:
+    def nan_in_round_three(train: Any) -> Any:
+        def fn(task: Task, model: Any, identity: AgentIdentity) -> Any:
             plan = train(task, model, identity)
             if task.round == 3:
                 plan.outcome.loss = float("nan")
             return plan
 
-        agents[1].train_fn = nan_in_round_three
-        async with asyncio.timeout(60):
-            results = await service.serve(exit_when_idle=True)
+        return fn
+
+    # Execute
+    config, events = await run_with_agent_one_wrapped(settings, tmp_path, nan_in_round_three)
     # Assert: round 3 failed agent-1 at once; round 2's validation ended with the three
     # results it got, without waiting out eval_timeout for the fourth.
-    assert results == {JOB: True}
-    events = read_events(tmp_path / JOB / "events.jsonl")
-    ends = {e["round"]: e["data"] for e in round_outcomes(events)}
-    begins = {e["round"]: e["ts"] for e in events if e["event"] == "ROUND_BEGIN"}
+    gaps, ends = gaps_and_ends(events)
     assert ends[3]["failed"] == ["agent-1"]
     assert ends[2]["eval_agents"] == 3
-    assert begins[4] - begins[3] < config.eval_timeout / 2
+    assert gaps[3] < config.eval_timeout / 2
 
 
 # -- 8. finite updates whose sum with the model overflows ----------------------------------------

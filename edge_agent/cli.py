@@ -25,6 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     trainer = LocalTrainer(args.device)
+    trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
     profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)

@@ -86,6 +86,26 @@ class LocalTrainer:
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
     # -- set-up -----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Two SGD steps and an evaluation of a tiny model, once, before any task.
+
+        torch initialises autograd, its allocator and dispatch caches on first use: the
+        first round's training of the digits MLP took 20.9 ms of CPU cold against 9.8 ms
+        after this (3 ms, at start-up, where the agent is importing anyway); rounds after
+        that are ~7 ms either way. On a GPU it also creates the CUDA context up front.
+        """
+        # The layers' initialisation draws from torch's global RNG: put it back after.
+        with torch.random.fork_rng(devices=[]):
+            generator = torch.Generator(device="cpu").manual_seed(0)
+            model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to(self.device)
+            optimizer = MomentumSGD(list(model.parameters()), lr=0.1, momentum=0.9)
+            x = torch.randn(5, 4, generator=generator).to(self.device)
+            y = torch.tensor([0, 1, 0, 1, 1], device=self.device)
+            for _ in range(2):
+                losses = nn.functional.cross_entropy(model(x), y, reduction="none")
+                optimizer.step_on(losses.mean())
+            evaluate_model(model, x, y)
+
     def model(self, spec: str) -> nn.Module:
         if spec not in self._models:
             self._models[spec] = resolve(spec)().to(self.device)

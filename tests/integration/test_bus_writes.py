@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from coordinator.broker_process import BrokerProcess
 from fedbus_protocol import bus
 
 
@@ -58,7 +60,7 @@ async def test_small_publishes_go_out_without_a_writer_or_a_wakeup(
 
 
 async def test_a_write_that_blocks_finishes_through_a_writer(
-    settings: bus.BrokerSettings, monkeypatch: pytest.MonkeyPatch
+    settings: bus.BrokerSettings, broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = f"{settings.prefix}/big"
     big = bytes(range(256)) * (24 * 4096)  # 24 MiB in one packet: more than a socket holds
@@ -69,7 +71,15 @@ async def test_a_write_that_blocks_finishes_through_a_writer(
         await sub.subscribe(topic, qos=1)
         listening = asyncio.ensure_future(receive(sub, 2))
         calls = count_calls(monkeypatch, asyncio.get_running_loop(), ["add_writer"])
-        await pub.publish(topic, big, qos=1)
+        # The broker stopped reading: the socket fills and the write has to wait for it.
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            sending = asyncio.ensure_future(pub.publish(topic, big, qos=1))
+            await asyncio.sleep(0.5)
+            assert calls["add_writer"] >= 1 and not sending.done()
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        await sending
         await pub.publish(topic, b"after", qos=1)
         assert await listening == [big, b"after"]
-        assert calls["add_writer"] >= 1  # the socket would block: paho waited for it

@@ -18,10 +18,19 @@ from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
 from fedbus_protocol import bus
 from fedbus_protocol.broker_args import add_broker_args, broker_settings
-from fedbus_protocol.messages import Event, JobSubmission, encode_json
+from fedbus_protocol.errors import FedbusProtocolError
+from fedbus_protocol.messages import (
+    CoordinatorStatus,
+    Event,
+    JobSubmission,
+    decode_json,
+    encode_json,
+)
 from fedbus_protocol.topics import Topics
 
 console = Console(highlight=False)
+# The broker sends a retained message right after SUBACK; none by then means none at all.
+SUBMIT_STATUS_WAIT_S = 3.0
 
 
 def print_round(event: Event) -> None:
@@ -96,14 +105,47 @@ def cmd_submit(args: argparse.Namespace) -> int:
     data = yaml.safe_load(Path(args.job).read_text())
     payload = encode_json(JobSubmission(config=data, source=str(args.job)))
 
-    async def send() -> None:
+    topics = Topics(args.prefix)
+
+    async def send() -> CoordinatorStatus | None:
         client = bus.make_client(broker_settings(args), f"submit-{config.name}", persistent=False)
         async with client:
-            await client.publish(Topics(args.prefix).job_submit(), payload, qos=1)
+            status = await retained_status(client, topics.coordinator_status())
+            if status is not None and status.accepts_jobs:
+                await client.publish(topics.job_submit(), payload, qos=1)
+            return status
 
-    asyncio.run(send())
-    console.print(f"submitted job {config.name}")
+    status = asyncio.run(send())
+    if status is None or not status.accepts_jobs:
+        # Submissions are not retained: with no `coordinator serve` session to queue it
+        # for, the broker would drop it without a word.
+        seen = "none" if status is None else f"a one-job `coordinator run` ({status.state})"
+        console.print(
+            f"[red]not submitted:[/] no `coordinator serve` has connected to this broker "
+            f"under prefix {args.prefix!r} (coordinator status: {seen}); start one first"
+        )
+        return 2
+    if status.state == "offline":
+        console.print(
+            f"submitted job {config.name}; coordinator {status.coordinator} is offline, "
+            "its session gets the job when it reconnects (within its session expiry)"
+        )
+    else:
+        console.print(f"submitted job {config.name}")
     return 0
+
+
+async def retained_status(
+    client: bus.Client, topic: str, wait: float = SUBMIT_STATUS_WAIT_S
+) -> CoordinatorStatus | None:
+    """The coordinator's retained status, or None when there is none (or it is unreadable)."""
+    await client.subscribe(topic, qos=1)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            async for message in client.messages:
+                with contextlib.suppress(FedbusProtocolError):
+                    return decode_json(CoordinatorStatus, bytes(message.payload))  # type: ignore[arg-type]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

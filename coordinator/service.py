@@ -144,6 +144,7 @@ class CoordinatorService:
                 state=state,  # type: ignore[arg-type]
                 jobs=sorted(self.runners),
                 ts=time.time(),
+                accepts_jobs=self.accept_submissions,
             )
         )
 

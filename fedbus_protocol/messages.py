@@ -69,6 +69,8 @@ class CoordinatorStatus(Message):
     state: Literal["online", "offline"]
     jobs: list[str] = Field(default_factory=list)
     ts: float = 0.0
+    # A `coordinator serve` (subscribed to job submissions), not a one-job `run`.
+    accepts_jobs: bool = False
 
 
 class JobStatus(Message):

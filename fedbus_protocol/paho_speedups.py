@@ -41,8 +41,8 @@ def _template_copier(template: object) -> Any:
     """A function making copies of ``template`` that share its (read-only) lookup tables.
 
     paho's constructors rebuild the same name/identifier tables for every object; nothing
-    in paho or aiomqtt writes to them afterwards. ``__dict__.update`` also bypasses
-    ``Properties.__setattr__``, which would refuse the table attributes by name anyway.
+    in paho or aiomqtt writes to them afterwards. ``__dict__.update`` sets them without
+    ``Properties.__setattr__`` (which checks every name it is given against its table).
     """
     cls, state = type(template), dict(vars(template))
 

@@ -41,28 +41,39 @@ class MomentumSGD:
         proximal_mu: float = 0.0,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
+        # Aliases outside autograd: updating them in place needs no no_grad() switch per
+        # step (the gradients of step_on never require grad, so nothing is recorded).
+        self._targets = [p.detach() for p in self.params]
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.proximal_mu = proximal_mu
         # FedProx anchor: the weights the round started from (the global model).
-        self._anchor = [p.detach().clone() for p in self.params] if proximal_mu > 0 else []
+        self._anchor = [p.clone() for p in self._targets] if proximal_mu > 0 else []
         self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
         self._momentum_factor = _scalar_operand(momentum, self.params)
+        self._all = list(range(len(self.params)))
+        # Every parameter's buffer once each has one: the steps after the first use it.
+        self._every_buffer: list[torch.Tensor] | None = None
 
     def step_on(self, loss: torch.Tensor) -> None:
         """Differentiate ``loss`` with respect to the parameters and take one step."""
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        self.step(grads)
+        self._update(torch.autograd.grad(loss, self.params, allow_unused=True))
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor | None]) -> None:
         """One update from ``grads`` (one per parameter; None: the loss did not use it)."""
-        used = [i for i, g in enumerate(grads) if g is not None]
-        if not used:
-            return
-        params = [self.params[i] for i in used]
-        g: list[torch.Tensor] = [grads[i] for i in used]  # type: ignore[misc]
+        self._update(grads)
+
+    def _update(self, grads: Sequence[torch.Tensor | None]) -> None:
+        if any(g is None for g in grads):
+            used = [i for i, g in enumerate(grads) if g is not None]
+            if not used:
+                return
+            params = [self._targets[i] for i in used]
+            g: list[torch.Tensor] = [grads[i] for i in used]  # type: ignore[misc]
+        else:
+            used, params, g = self._all, self._targets, list(grads)  # type: ignore[arg-type]
         if self.proximal_mu > 0:
             anchor = [self._anchor[i] for i in used]
             g = torch._foreach_add(g, torch._foreach_sub(params, anchor), alpha=self.proximal_mu)
@@ -73,8 +84,11 @@ class MomentumSGD:
         torch._foreach_add_(params, g, alpha=-self.lr)
 
     def _momentum(self, used: list[int], grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        old = [i for i in used if self._buffers[i] is not None]
-        if len(old) == len(used):  # every step after the first
+        if used is self._all and self._every_buffer is not None:  # most steps
+            torch._foreach_mul_(self._every_buffer, self._momentum_factor)
+            torch._foreach_add_(self._every_buffer, grads)
+            return self._every_buffer
+        if all(self._buffers[i] is not None for i in used):
             buffers: list[torch.Tensor] = [self._buffers[i] for i in used]  # type: ignore[misc]
             torch._foreach_mul_(buffers, self._momentum_factor)
             torch._foreach_add_(buffers, grads)
@@ -88,6 +102,8 @@ class MomentumSGD:
             else:
                 buf.mul_(self.momentum).add_(grad)
             out.append(buf)
+        if all(b is not None for b in self._buffers):
+            self._every_buffer = list(self._buffers)  # type: ignore[arg-type]
         return out
 
 

@@ -1,11 +1,11 @@
 """Local training and validation with PyTorch: the agent's compute, no I/O.
 
-A :class:`Workspace` holds one model instance and one data partition, built once from
-the job's entry points and reused every round (an emulator with many agents shares one
-model instance per entry point, so idle agents cost only their data). ``train`` loads the
-global weights, runs SGD for the task's steps (or as the adaptive budget planner says),
-and returns the update as a flat float32 delta from the global model, with the
-statistical utility over every sample the round trained on.
+The trainer builds each model instance (a :class:`ModelSlot`) and each data partition
+once from the job's entry points and reuses them every round (an emulator with many
+agents shares one model instance per entry point, so idle agents cost only their data).
+``train`` loads the global weights, runs SGD for the task's steps (or as the adaptive
+budget planner says), and returns the update as a flat float32 delta from the global
+model, with the statistical utility over every sample the round trained on.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from edge_agent.sgd import MomentumSGD
 from edge_agent.step_cap import fixed_steps
-from edge_agent.torch_state import load_numpy_state, state_to_numpy
+from edge_agent.torch_state import floating_state, load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
 from fedbus_protocol.entry_points import resolve
 from fedbus_protocol.messages import Scalar, TrainConfig
@@ -75,6 +75,54 @@ class TrainOutcome:
 StepHook = Callable[[int], bool]
 
 
+@dataclass
+class ModelSlot:
+    """One model instance of the trainer, and what is known about the weights in it.
+
+    ``state`` is the model's floating state, read once: its tensors alias the module's, so
+    copying into them loads weights and reading them reads the trained ones, without a
+    ``state_dict()`` walk of the module tree per load and per delta. ``holds`` are the
+    arrays the weights were loaded from, while nothing has changed them since: a train
+    task's folded validation loads the round's global model, and the training right after
+    it starts from that same model.
+    """
+
+    module: nn.Module
+    state: dict[str, torch.Tensor]
+    holds: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def of(cls, module: nn.Module) -> ModelSlot:
+        return cls(module, floating_state(module))
+
+    def load(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Make the weights equal ``tensors``; a no-op when they already hold these arrays."""
+        if self.holds is not None and all(
+            tensors.get(name) is held for name, held in zip(self.state, self.holds, strict=True)
+        ):
+            return
+        self.holds = None
+        load_numpy_state(self.module, tensors, self.state)
+        arrays = tuple(tensors[name] for name in self.state)
+        # Only arrays nobody can write to (the wire's: views of an immutable payload) are
+        # known to hold the same values the next time they are offered.
+        if all(isinstance(a, np.ndarray) and not a.flags.writeable for a in arrays):
+            self.holds = arrays
+
+    def changed(self) -> None:
+        """The weights are about to change (training): they no longer equal what was loaded."""
+        self.holds = None
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return state_to_numpy(self.module, self.state)
+
+
+def set_training(model: nn.Module, mode: bool) -> None:
+    """``model.train(mode)``, skipped when every module is in that mode already."""
+    if any(m.training != mode for m in model.modules()):
+        model.train(mode)
+
+
 class LocalTrainer:
     """Builds workspaces from entry points and runs training / validation on a device."""
 
@@ -82,7 +130,7 @@ class LocalTrainer:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self._models: dict[str, nn.Module] = {}
+        self._models: dict[str, ModelSlot] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
     # -- set-up -----------------------------------------------------------------------
@@ -107,8 +155,14 @@ class LocalTrainer:
             evaluate_model(model, x, y)
 
     def model(self, spec: str) -> nn.Module:
+        """The model instance of ``spec``, for a caller that may change its weights."""
+        slot = self._slot(spec)
+        slot.changed()
+        return slot.module
+
+    def _slot(self, spec: str) -> ModelSlot:
         if spec not in self._models:
-            self._models[spec] = resolve(spec)().to(self.device)
+            self._models[spec] = ModelSlot.of(resolve(spec)().to(self.device))
         return self._models[spec]
 
     def partition(self, config: TrainConfig, partition: int) -> Partition:
@@ -150,9 +204,10 @@ class LocalTrainer:
         be fewer than ``config.local_steps``; ``TrainOutcome.steps`` says how many ran.
         """
         data = self.partition(config, partition)
-        model = self.model(config.model)
-        load_numpy_state(model, global_tensors)
-        session = TrainSession(self, model, data, config, layout, global_tensors, seed)
+        slot = self._slot(config.model)
+        slot.load(global_tensors)
+        slot.changed()
+        session = TrainSession(self, slot, data, config, layout, global_tensors, seed)
         started = time.perf_counter()
         if plan is None:
             # An explicit ``steps`` is the caller's decision; the task's own steps get
@@ -163,15 +218,14 @@ class LocalTrainer:
         outcome = session.outcome(time.perf_counter() - started)
         return outcome
 
-    @torch.no_grad()
     def evaluate(
         self, config: TrainConfig, partition: int, global_tensors: Mapping[str, np.ndarray]
     ) -> tuple[float, float, int]:
         """(mean loss, accuracy, examples) of the global model on this agent's test split."""
         data = self.partition(config, partition)
-        model = self.model(config.model)
-        load_numpy_state(model, global_tensors)
-        return evaluate_model(model, data.test_x, data.test_y)
+        slot = self._slot(config.model)
+        slot.load(global_tensors)
+        return evaluate_model(slot.module, data.test_x, data.test_y)
 
 
 @torch.no_grad()
@@ -179,7 +233,7 @@ def evaluate_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024
 ) -> tuple[float, float, int]:
     """(mean cross-entropy, accuracy, examples) of ``model`` on (x, y), in batches."""
-    model.eval()
+    set_training(model, False)
     count = int(y.shape[0])
     if count == 0:
         return 0.0, 0.0, 0
@@ -198,21 +252,22 @@ class TrainSession:
     def __init__(
         self,
         trainer: LocalTrainer,
-        model: nn.Module,
+        slot: ModelSlot,
         data: Partition,
         config: TrainConfig,
         layout: ParamLayout,
         global_tensors: Mapping[str, np.ndarray],
         seed: int,
     ) -> None:
-        self.model = model
+        self.slot = slot
+        self.model = slot.module
         self.data = data
         self.config = config
         self.layout = layout
         self.global_flat = layout.flatten(global_tensors)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.optimizer = MomentumSGD(
-            list(model.parameters()),
+            list(self.model.parameters()),
             lr=config.learning_rate,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
@@ -226,7 +281,11 @@ class TrainSession:
         # call, not per step (a per-step .item() is a device sync and ~10 us on a CPU).
         self._losses: list[torch.Tensor] = []
         self._order = torch.empty(0, dtype=torch.long)
+        self._order_len = 0
         self._cursor = 0
+        self._batch_size = min(config.batch_size, data.num_train)
+        # Indices are drawn on the CPU (the generator's device) and moved only when needed.
+        self._index_device = None if data.train_x.device.type == "cpu" else data.train_x.device
         self.steps_phase1 = 0
         self.steps_phase2 = 0
         self.keep_frac = 1.0
@@ -234,30 +293,40 @@ class TrainSession:
         self.reason = ""
 
     def _next_batch(self) -> torch.Tensor:
-        n = self.data.num_train
-        size = min(self.config.batch_size, n)
-        if self._cursor + size > len(self._order):
-            self._order = torch.randperm(n, generator=self.generator)
+        size = self._batch_size
+        if self._cursor + size > self._order_len:
+            self._order = torch.randperm(self.data.num_train, generator=self.generator)
+            self._order_len = self.data.num_train
             self._cursor = 0
-        batch = self._order[self._cursor : self._cursor + size]
+        # A partition no larger than a batch trains on a whole fresh shuffle every step.
+        batch = (
+            self._order
+            if size == self._order_len
+            else self._order[self._cursor : self._cursor + size]
+        )
         self._cursor += size
-        return batch.to(self.data.train_x.device)
+        return batch if self._index_device is None else batch.to(self._index_device)
 
     def run_steps(self, count: int) -> None:
         if self.data.num_train == 0:
             self.success, self.reason = False, "no training data"
             return
-        self.model.train()
+        set_training(self.model, True)
         loss_fn = nn.functional.cross_entropy
+        # Locals: a step of a small model is ~30 torch calls, each lookup saved counts.
+        model, step_on, keep = self.model, self.optimizer.step_on, self._losses.append
+        train_x, train_y, index_select = self.data.train_x, self.data.train_y, torch.index_select
         try:
             for _ in range(count):
                 idx = self._next_batch()
                 # index_select: the same rows as x[idx], without advanced indexing's setup.
-                x = torch.index_select(self.data.train_x, 0, idx)
-                y = torch.index_select(self.data.train_y, 0, idx)
-                losses = loss_fn(self.model(x), y, reduction="none")
-                self.optimizer.step_on(losses.mean())
-                self._losses.append(losses.detach())
+                losses = loss_fn(
+                    model(index_select(train_x, 0, idx)),
+                    index_select(train_y, 0, idx),
+                    reduction="none",
+                )
+                step_on(losses.mean())
+                keep(losses.detach())
                 self.steps += 1
         finally:
             self._fold_losses()
@@ -274,7 +343,7 @@ class TrainSession:
 
     def delta(self) -> np.ndarray:
         """Current weights minus the global weights, flat float32."""
-        current = self.layout.flatten(state_to_numpy(self.model))
+        current = self.layout.flatten(self.slot.to_numpy())
         np.subtract(current, self.global_flat, out=current)
         return current
 

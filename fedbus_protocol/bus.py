@@ -1,7 +1,7 @@
 """MQTT connection settings and client construction, shared by both processes.
 
-This is the only module of fedbus that imports aiomqtt (``paho_speedups`` holds its
-faster paths through paho); each process's thin asyncio shell gets its clients from
+This is the only module of fedbus that imports aiomqtt, with ``paho_speedups`` (its
+faster paths through paho and aiomqtt); each process's thin asyncio shell gets its clients from
 :func:`make_client` so both sides use MQTT 5 with persistent
 sessions (fixed client id, ``clean_start`` false, a session expiry): QoS 1 messages sent
 while one side is away are kept by the broker and delivered when it returns.
@@ -100,6 +100,7 @@ def make_client(
     # fan-out of tasks and its events in flight at once on purpose, up to max_inflight.
     client.pending_calls_threshold = max(settings.max_inflight, 10)
     paho_speedups.batch_loop_writes(client)
+    paho_speedups.track_pubacks(client)
     return client
 
 
@@ -168,14 +169,19 @@ async def publish_large(
     Returns the number of messages sent.
     """
     if len(payload) <= chunk_size:
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        await paho_speedups.publish(client, topic, payload, qos, retain)
         return 1
     window = asyncio.Semaphore(CHUNK_WINDOW)
+    failed = False  # one chunk's failure (a session ending) ends the whole publish
 
     async def send(index: int, chunk: bytearray) -> None:
+        nonlocal failed
         try:
             target = chunk_topic(index) if chunk_topic is not None else topic
-            await client.publish(target, chunk, qos=qos, retain=retain)
+            await paho_speedups.publish(client, target, chunk, qos, retain)
+        except BaseException:
+            failed = True
+            raise
         finally:
             window.release()
 
@@ -184,6 +190,8 @@ async def publish_large(
     digest = await asyncio.to_thread(lambda: hashlib.sha256(memoryview(payload)).digest())
     for index, chunk in enumerate(chunking.split(payload, transfer, chunk_size, digest=digest)):
         await window.acquire()
+        if failed:
+            break
         sends.append(asyncio.ensure_future(send(index, chunk)))
     await asyncio.gather(*sends)
     return len(sends)
@@ -194,27 +202,27 @@ class Link:
 
     Each session calls :meth:`up` once subscribed and :meth:`down` when it ends. A publish
     started on a session that dies does not wait out the PUBACK timeout on a dead socket:
-    it is abandoned when its session ends and sent again on the next one (QoS 1 already
-    allows a duplicate; receivers drop them). Only the session that is current may mark
-    the link down, so a late failure of an old session cannot stall the new one.
+    its wait for the PUBACK fails when its session ends, and it is sent again on the next
+    one (QoS 1 already allows a duplicate; receivers drop them). Only the session that is
+    current may mark the link down, so a late failure of an old session cannot stall the
+    new one.
     """
 
     def __init__(self) -> None:
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
-        self._ended = asyncio.Event()
 
     def up(self, client: aiomqtt.Client) -> None:
         self.client = client
-        self._ended = asyncio.Event()
         self.connected.set()
 
     def down(self, client: aiomqtt.Client | None = None) -> None:
         if client is not None and client is not self.client:
             return  # an old session's failure: the current one is fine
+        ended, self.client = self.client, None
         self.connected.clear()
-        self._ended.set()
-        self.client = None
+        if ended is not None:
+            paho_speedups.abandon_publishes(ended, "session ended")
 
     async def publish(
         self,
@@ -230,10 +238,10 @@ class Link:
         """Publish on the current session, retrying on the next one until it goes through."""
         while True:
             await self.connected.wait()
-            client, ended = self.client, self._ended
+            client = self.client
             assert client is not None
-            sending = asyncio.ensure_future(
-                publish_large(
+            try:
+                await publish_large(
                     client,
                     topic,
                     payload,
@@ -243,20 +251,8 @@ class Link:
                     retain=retain,
                     chunk_topic=chunk_topic,
                 )
-            )
-            session_over = asyncio.ensure_future(ended.wait())
-            try:
-                await asyncio.wait({sending, session_over}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                session_over.cancel()
-                if not sending.done():
-                    sending.cancel()
-            try:
-                await sending
                 return
-            except (MqttError, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and not ended.is_set():
-                    raise  # we were cancelled ourselves, not the session
+            except MqttError as exc:
                 log.info("publish to %s interrupted (%s); retrying on the next session", topic, exc)
                 self.down(client)
                 await asyncio.sleep(0.05)

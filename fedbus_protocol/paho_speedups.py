@@ -11,20 +11,21 @@ paho alone. Installed by :func:`fedbus_protocol.bus.make_client`.
   PUBLISH and PUBACK. The objects handed on are equivalent (same class, same fields).
 - **Writes on the event loop** are sent in one batch at the end of the loop's current
   step instead of through ``call_soon_threadsafe`` + ``add_writer`` per packet.
+- **QoS 1 publishes** wait for their PUBACK on one future with one timer, instead of
+  aiomqtt's event, ``wait_for`` task and scan of every pending call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from paho.mqtt.enums import MQTTProtocolVersion
+import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 from paho.mqtt.reasoncodes import ReasonCode
-
-if TYPE_CHECKING:
-    import aiomqtt
 
 try:
     from paho.mqtt import _packet
@@ -219,3 +220,83 @@ def batch_loop_writes(client: aiomqtt.Client) -> bool:
 
     paho.on_socket_register_write = register_write
     return True
+
+
+# ---------------------------------------------------------------- acknowledged publishes
+_ACKS = "_fedbus_pubacks"
+
+
+def track_pubacks(client: aiomqtt.Client) -> bool:
+    """Let :func:`publish` wait for a PUBACK on a plain future (idempotent).
+
+    aiomqtt's ``publish`` waits for each PUBACK with an ``asyncio.Event`` inside
+    ``asyncio.wait_for``: a task and a timer handle per message, and a list of every
+    pending call built per publish (quadratic in a round's fan-out of tasks). The
+    coordinator publishes ~55 QoS 1 messages a round at N=50, an agent one. PUBACKs of
+    messages sent through :func:`publish` resolve a future here; all others still go to
+    aiomqtt's callback. False (nothing changed) when aiomqtt's internals are not as
+    expected; :func:`publish` then uses aiomqtt's.
+    """
+    paho = getattr(client, "_client", None)
+    loop = getattr(client, "_loop", None)
+    stock = getattr(paho, "on_publish", None)
+    if paho is None or loop is None or stock is None:
+        return False
+    if _ACKS in vars(client):
+        return True
+    acks: dict[int, asyncio.Future[None]] = {}
+
+    def on_publish(client_: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        waiter = acks.pop(mid, None)
+        if waiter is None:
+            stock(client_, userdata, mid, *rest)
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    paho.on_publish = on_publish
+    vars(client)[_ACKS] = acks
+    return True
+
+
+async def publish(
+    client: aiomqtt.Client, topic: str, payload: bytes | bytearray, qos: int, retain: bool
+) -> None:
+    """``client.publish(topic, payload, qos=qos, retain=retain)``, waiting on one future.
+
+    As aiomqtt's: raises ``MqttCodeError`` when paho refuses the message and
+    ``MqttError`` when no PUBACK comes within ``client.timeout`` seconds or the session is
+    abandoned (:func:`abandon_publishes`); a PUBACK's reason code is not looked at.
+    """
+    acks: dict[int, asyncio.Future[None]] | None = vars(client).get(_ACKS)
+    if acks is None:
+        await client.publish(topic, payload, qos=qos, retain=retain)
+        return
+    info = client._client.publish(topic, payload, qos, retain)
+    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+    if qos == 0 or info.is_published():
+        return
+    loop = client._loop
+    waiter = loop.create_future()
+    acks[info.mid] = waiter
+    timer = loop.call_later(client.timeout, _time_out, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if acks.get(info.mid) is waiter:
+            del acks[info.mid]
+
+
+def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:
+    """Fail every :func:`publish` still waiting for a PUBACK on ``client`` (session over)."""
+    acks: dict[int, asyncio.Future[None]] = vars(client).get(_ACKS, {})
+    for waiter in acks.values():
+        if not waiter.done():
+            waiter.set_exception(aiomqtt.MqttError(reason))
+    acks.clear()
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(aiomqtt.MqttError("Operation timed out"))

@@ -224,7 +224,7 @@ class CoordinatorService:
                 for runner in list(self.runners.values()):
                     self._group.create_task(runner.republish(), name=f"republish-{runner.job}")
             try:
-                async for message in client.messages:
+                async for message in bus.messages(client):
                     self._route(message)
             except asyncio.CancelledError:
                 with contextlib.suppress(bus.MqttError, TimeoutError):

@@ -159,7 +159,7 @@ class EdgeAgent:
             )
             self._link.up(client)
             try:
-                async for message in client.messages:
+                async for message in bus.messages(client):
                     await self._route(message)
             except asyncio.CancelledError:
                 # A clean DISCONNECT does not fire the last will, so say goodbye ourselves.

@@ -159,7 +159,7 @@ class ModelListener:
         async with bus.make_client(self.broker, self.client_id) as client:
             await client.subscribe(self.topics.all_job_models(), qos=MODEL_QOS)
             self.connected.set()
-            async for message in client.messages:
+            async for message in bus.messages(client):
                 payload = message.payload
                 if isinstance(payload, bytes | bytearray):
                     try:

@@ -29,6 +29,8 @@ from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
 log = logging.getLogger(__name__)
 
 MqttError = aiomqtt.MqttError
+# ``async for message in bus.messages(client)``: the client's messages, in order.
+messages = paho_speedups.messages
 Message = aiomqtt.Message
 Client = aiomqtt.Client
 

@@ -13,12 +13,16 @@ paho alone. Installed by :func:`fedbus_protocol.bus.make_client`.
   step instead of through ``call_soon_threadsafe`` + ``add_writer`` per packet.
 - **QoS 1 publishes** wait for their PUBACK on one future with one timer, instead of
   aiomqtt's event, ``wait_for`` task and scan of every pending call.
+- **Received messages** are taken from aiomqtt's queue without a task per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
@@ -300,3 +304,48 @@ def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:
 def _time_out(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(aiomqtt.MqttError("Operation timed out"))
+
+
+# ---------------------------------------------------------------- received messages
+async def messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
+    """``client.messages``, without a task and an ``asyncio.wait`` per message.
+
+    aiomqtt's iterator wraps every ``queue.get()`` in a task and waits for it or the
+    disconnect with ``asyncio.wait``. This takes what is queued at once and otherwise
+    waits on one future that the queue's next put (as for any ``get``) or the disconnect
+    wakes. Same order and same end: ``MqttError`` once disconnected, after whatever
+    arrived before. Falls back to aiomqtt's iterator when its internals are not as
+    expected.
+    """
+    queue = getattr(client, "_queue", None)
+    disconnected = getattr(client, "_disconnected", None)
+    getters = getattr(queue, "_getters", None)
+    if queue is None or disconnected is None or not isinstance(getters, collections.deque):
+        async for message in client.messages:
+            yield message
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        if not queue.empty():
+            yield queue.get_nowait()
+            continue
+        if disconnected.done():
+            raise aiomqtt.MqttError(
+                "Disconnected during message iteration"
+            ) from disconnected.exception()
+        waiter = loop.create_future()
+
+        def wake(_: object, waiter: asyncio.Future[None] = waiter) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        getters.append(waiter)  # asyncio.Queue.put_nowait wakes its first waiting getter
+        disconnected.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            disconnected.remove_done_callback(wake)
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                getters.remove(waiter)

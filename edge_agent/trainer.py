@@ -10,6 +10,7 @@ model, with the statistical utility over every sample the round trained on.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -118,9 +119,27 @@ class ModelSlot:
 
 
 def set_training(model: nn.Module, mode: bool) -> None:
-    """``model.train(mode)``, skipped when every module is in that mode already."""
-    if any(m.training != mode for m in model.modules()):
+    """``model.train(mode)``: what it does, with less of the machinery around it.
+
+    Skipped when every module is in that mode already. Where no module overrides
+    ``train`` or ``__setattr__``, ``train`` only sets each module's ``training`` through
+    ``Module.__setattr__`` (which checks the name against parameters, buffers and
+    submodules first): set directly. An agent switches twice a round (evaluation, then
+    training); ``train`` on the digits MLP was ~5 % of its CPU outside the SGD steps.
+    """
+    modules = list(model.modules())
+    if all(m.training == mode for m in modules):
+        return
+    if all(_plain_mode_switch(type(m)) for m in modules):
+        for m in modules:
+            object.__setattr__(m, "training", mode)
+    else:
         model.train(mode)
+
+
+@functools.cache
+def _plain_mode_switch(cls: type[nn.Module]) -> bool:
+    return cls.train is nn.Module.train and cls.__setattr__ is nn.Module.__setattr__
 
 
 class LocalTrainer:
@@ -239,8 +258,9 @@ def evaluate_model(
         return 0.0, 0.0, 0
     total_loss, correct = 0.0, 0
     for start in range(0, count, batch):
-        logits = model(x[start : start + batch])
-        labels = y[start : start + batch]
+        whole = start == 0 and count <= batch  # an agent's test split: one batch, no slice
+        logits = model(x if whole else x[start : start + batch])
+        labels = y if whole else y[start : start + batch]
         total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(dim=1) == labels).sum())
     return total_loss / count, correct / count, count

@@ -1056,10 +1056,16 @@ class JobRunner:
                 limit = until if until is not None else now
             if until is not None and now >= until:
                 return
+            # What is queued already is taken at once; otherwise wait for the next item
+            # under a timeout (wait_for would wrap every get in a task of its own).
             try:
-                item = await asyncio.wait_for(self.inbox.get(), timeout=max(0.0, limit - now))
-            except TimeoutError:
-                continue
+                item = self.inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(max(0.0, limit - now)):
+                        item = await self.inbox.get()
+                except TimeoutError:
+                    continue
             if item.kind == "joined":
                 if collection is None:
                     return  # _wait_for_agents counts the online agents again

@@ -9,6 +9,7 @@ indexes the flat vector in this order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ class ParamLayout:
         slots: list[TensorSlot] = []
         offset = 0
         for name, array in tensors.items():
-            size = int(np.prod(array.shape, dtype=np.int64))
+            size = math.prod(int(d) for d in array.shape)
             slots.append(TensorSlot(name, tuple(int(d) for d in array.shape), offset, size))
             offset += size
         return cls(tuple(slots), offset)

@@ -23,9 +23,11 @@ replay   the same coordinator, but the N publishers are bench processes that ans
          publishers starting together as in ``bare``.
 
 Measured the same way on both sides, at the subscriber's socket: the window runs from the
-first byte read after the go (bare) or after the round's last task was acknowledged
-(fedbus; a hook on paho's ``_sock_recv`` in this process, which changes nothing) to the
-last update message (bare) or to the aggregated model (fedbus: the moment the runner
+first byte of the first update: the first byte read after the go (bare), the first byte of
+the first PUBLISH read after the round's last task was acknowledged (fedbus: a hook on
+paho's ``_sock_recv`` in this process, which changes nothing; the PUBACKs read before it
+are not ingest, and "task ack -> first byte" is the agents' model download and training),
+to the last update message (bare) or to the aggregated model (fedbus: the moment the runner
 hands the new global model to ``publish``, after every update was decoded, checked,
 written into its row and FedAvg ran). Updates/s = N / window, MB/s = update bytes /
 window. For fedbus also: the time until the last update message was in the inbox.
@@ -328,6 +330,8 @@ class Recorder:
     client_prefix: bytes
     recvs: list[float] = field(default_factory=list)
     recv_bytes: list[int] = field(default_factory=list)
+    # Reads of a PUBLISH packet's first byte (its command byte): during a round, updates.
+    publish_starts: list[float] = field(default_factory=list)
     task_acks: list[float] = field(default_factory=list)
     model_publishes: list[float] = field(default_factory=list)
     inbox: list[tuple[float, str, int]] = field(default_factory=list)
@@ -371,11 +375,16 @@ def install_recv_hook(recorder: Recorder) -> None:
         original = mqtt.Client._sock_recv
 
         def _sock_recv(self: mqtt.Client, bufsize: int) -> bytes:
+            # paho reads a packet's command byte alone, when it has no packet under way.
+            command_read = self._in_packet["command"] == 0
             data = original(self, bufsize)
             current = _RECORDERS[-1]
             if data and bytes(self._client_id).startswith(current.client_prefix):
-                current.recvs.append(time.perf_counter())
+                now = time.perf_counter()
+                current.recvs.append(now)
                 current.recv_bytes.append(len(data))
+                if command_read and data[0] & 0xF0 == 0x30:  # PUBLISH
+                    current.publish_starts.append(now)
             return data
 
         mqtt.Client._sock_recv = _sock_recv  # type: ignore[method-assign]
@@ -646,10 +655,12 @@ def analyse(
         if not acks:
             continue
         acked = max(acks)
-        i = bisect.bisect_right(rec.recvs, acked)
-        if i >= len(rec.recvs):
+        # The first byte of the first update: the PUBACKs of the round's tasks, events and
+        # the last model are read before it and are not the updates' ingest.
+        i = bisect.bisect_right(rec.publish_starts, acked)
+        if i >= len(rec.publish_starts) or rec.publish_starts[i] > aggregated:
             continue
-        first = rec.recvs[i]
+        first = rec.publish_starts[i]
         ups = [(t, size) for t, k, size in rec.inbox if k == "update" and acked < t <= aggregated]
         last_in = max(t for t, _ in ups) if ups else None
         lo = bisect.bisect_left(lag_ends, first)

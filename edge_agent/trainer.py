@@ -143,7 +143,7 @@ def _plain_mode_switch(cls: type[nn.Module]) -> bool:
 
 
 class LocalTrainer:
-    """Builds workspaces from entry points and runs training / validation on a device."""
+    """Builds model slots and partitions from entry points; trains and validates on a device."""
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         if device is None:

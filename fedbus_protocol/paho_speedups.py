@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +37,8 @@ try:
     from paho.mqtt.exception import MalformedPacket
 except ImportError:  # paho < 2.2: no separate decoders to replace
     _packet = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 STOCK_DECODE_PUBLISH: Any = getattr(_packet, "decode_publish", None)
 STOCK_DECODE_PUBACK: Any = getattr(_packet, "decode_puback", None)
@@ -248,13 +251,20 @@ def track_pubacks(client: aiomqtt.Client) -> bool:
         return False
     if _ACKS in vars(client):
         return True
-    acks: dict[int, asyncio.Future[None]] = {}
+    acks: dict[int, tuple[asyncio.Future[None], str]] = {}
 
     def on_publish(client_: Any, userdata: Any, mid: int, *rest: Any) -> None:
-        waiter = acks.pop(mid, None)
-        if waiter is None:
+        entry = acks.pop(mid, None)
+        if entry is None:
             stock(client_, userdata, mid, *rest)
-        elif not waiter.done():
+            return
+        waiter, topic = entry
+        reason = rest[0] if rest else None
+        if getattr(reason, "is_failure", False):
+            # The broker took the message and dropped it (an ACL's "Not authorized"):
+            # as with aiomqtt the publish completes, but it is not silent any more.
+            log.warning("broker refused the publish to %s: %s", topic, reason)
+        if not waiter.done():
             waiter.set_result(None)
 
     paho.on_publish = on_publish
@@ -269,9 +279,10 @@ async def publish(
 
     As aiomqtt's: raises ``MqttCodeError`` when paho refuses the message and
     ``MqttError`` when no PUBACK comes within ``client.timeout`` seconds or the session is
-    abandoned (:func:`abandon_publishes`); a PUBACK's reason code is not looked at.
+    abandoned (:func:`abandon_publishes`). A PUBACK with a failure reason code completes
+    the publish too (aiomqtt ignores them), with a warning naming the topic and reason.
     """
-    acks: dict[int, asyncio.Future[None]] | None = vars(client).get(_ACKS)
+    acks: dict[int, tuple[asyncio.Future[None], str]] | None = vars(client).get(_ACKS)
     if acks is None:
         await client.publish(topic, payload, qos=qos, retain=retain)
         return
@@ -282,20 +293,21 @@ async def publish(
         return
     loop = client._loop
     waiter = loop.create_future()
-    acks[info.mid] = waiter
+    acks[info.mid] = (waiter, topic)
     timer = loop.call_later(client.timeout, _time_out, waiter)
     try:
         await waiter
     finally:
         timer.cancel()
-        if acks.get(info.mid) is waiter:
+        entry = acks.get(info.mid)
+        if entry is not None and entry[0] is waiter:
             del acks[info.mid]
 
 
 def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:
     """Fail every :func:`publish` still waiting for a PUBACK on ``client`` (session over)."""
-    acks: dict[int, asyncio.Future[None]] = vars(client).get(_ACKS, {})
-    for waiter in acks.values():
+    acks: dict[int, tuple[asyncio.Future[None], str]] = vars(client).get(_ACKS, {})
+    for waiter, _ in acks.values():
         if not waiter.done():
             waiter.set_exception(aiomqtt.MqttError(reason))
     acks.clear()

@@ -8,6 +8,7 @@ is the default ``fedbus``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.broker_process import REPO_CONF, BrokerProcess, free_port
 from coordinator.credentials import add_user
-from fedbus_protocol import bus
+from fedbus_protocol import bus, paho_speedups
 from fedbus_protocol.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,6 +155,23 @@ async def test_refused_publish_is_acknowledged_not_authorized(secure: BrokerProc
     finally:
         raw.disconnect()
         raw.loop_stop()
+
+
+async def test_a_refused_publish_is_not_silent(
+    secure: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fedbus's own PUBACK wait (paho_speedups.publish) sees the reason code aiomqtt drops."""
+    assert secure.secure_port is not None
+    forged, own = topics.job_update(JOB, "agent-b"), topics.job_update(JOB, "agent-a")
+    with caplog.at_level(logging.WARNING, logger="fedbus_protocol.paho_speedups"):
+        async with (
+            asyncio.timeout(15),
+            client(login(secure.secure_port, "agent-a"), "agent-a") as agent,
+        ):
+            await paho_speedups.publish(agent, forged, b"forged", 1, False)
+            await paho_speedups.publish(agent, own, b"own", 1, False)
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == [f"broker refused the publish to {forged}: Not authorized"]
 
 
 async def test_agent_cannot_read_another_agents_tasks(secure: BrokerProcess) -> None:

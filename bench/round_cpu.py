@@ -1,6 +1,6 @@
 """Where a round's CPU goes: agents, coordinator and broker, per round, on one fleet.
 
-    .venv/bin/python bench/round_cpu.py [--agents 50] [--rounds 15] [--jobs 3]
+    .venv/bin/python bench/round_cpu.py [--agents 50] [--rounds 15] [--jobs 3] [--local-steps 20]
 
 The job of ``bench/vs_flower.py`` (digits MLP, every agent every round, federated
 evaluation after every round, from a seed file) run ``--jobs`` times one after the other
@@ -79,8 +79,8 @@ def total(usages: list[Usage]) -> Usage:
     )
 
 
-async def run(n: int, rounds: int, jobs: int, work: Path) -> None:
-    job = Job(n, rounds, 20, 32, 0.05, 0.9, 0.5, 0)
+async def run(n: int, rounds: int, jobs: int, work: Path, local_steps: int = 20) -> None:
+    job = Job(n, rounds, local_steps, 32, 0.05, 0.9, 0.5, 0)
     broker = BrokerProcess.create(work / "broker")
     broker.start()
     assert broker.process is not None
@@ -166,12 +166,18 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument(
+        "--local-steps",
+        type=int,
+        default=20,
+        help="SGD steps per round (1: the round's fixed cost of messages and validation)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="default: a temp dir")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fedbus-roundcpu-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} cores, load {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
-    asyncio.run(run(args.agents, args.rounds, args.jobs, work))
+    asyncio.run(run(args.agents, args.rounds, args.jobs, work, args.local_steps))
 
 
 if __name__ == "__main__":

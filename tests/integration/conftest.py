@@ -40,6 +40,18 @@ def settings(broker: BrokerProcess) -> bus.BrokerSettings:
     return bus.BrokerSettings(port=broker.port, prefix=f"t{uuid.uuid4().hex[:8]}", keepalive=5)
 
 
+async def receive(client: bus.Client, count: int, seconds: float = 60.0) -> list[bytes]:
+    """The payloads of the next ``count`` messages ``client`` receives (fewer on timeout)."""
+    got: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for message in client.messages:
+                got.append(bytes(message.payload))  # type: ignore[arg-type]
+                if len(got) == count:
+                    break
+    return got
+
+
 def job_config(**overrides: Any) -> JobConfig:
     base: dict[str, Any] = {
         "name": "itest",

@@ -12,15 +12,7 @@ import pytest
 from coordinator.broker_process import BrokerProcess
 from fedbus_protocol import bus, paho_speedups
 
-
-async def receive(client: bus.Client, count: int) -> list[bytes]:
-    got: list[bytes] = []
-    async with asyncio.timeout(60):
-        async for message in client.messages:
-            got.append(bytes(message.payload))  # type: ignore[arg-type]
-            if len(got) == count:
-                return got
-    return got
+from .conftest import receive
 
 
 def count_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:

@@ -12,6 +12,8 @@ import pytest
 from coordinator.broker_process import BrokerProcess
 from fedbus_protocol import bus
 
+from .conftest import receive
+
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, loop: Any, names: list[str]) -> Counter[str]:
     calls: Counter[str] = Counter()
@@ -24,16 +26,6 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, loop: Any, names: list[str]) ->
 
         monkeypatch.setattr(loop, name, counted)
     return calls
-
-
-async def receive(client: bus.Client, count: int) -> list[bytes]:
-    got: list[bytes] = []
-    async with asyncio.timeout(60):
-        async for message in client.messages:
-            got.append(bytes(message.payload))  # type: ignore[arg-type]
-            if len(got) == count:
-                return got
-    return got
 
 
 async def test_small_publishes_go_out_without_a_writer_or_a_wakeup(

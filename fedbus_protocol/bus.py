@@ -1,8 +1,8 @@
 """MQTT connection settings and client construction, shared by both processes.
 
 This is the only module of fedbus that imports aiomqtt, with ``paho_speedups`` (its
-faster paths through paho and aiomqtt); each process's thin asyncio shell gets its clients from
-:func:`make_client` so both sides use MQTT 5 with persistent
+faster paths through paho and aiomqtt); each process's thin asyncio shell gets its
+clients from :func:`make_client` so both sides use MQTT 5 with persistent
 sessions (fixed client id, ``clean_start`` false, a session expiry): QoS 1 messages sent
 while one side is away are kept by the broker and delivered when it returns.
 """

@@ -34,8 +34,9 @@ class ParamLayout:
         slots: list[TensorSlot] = []
         offset = 0
         for name, array in tensors.items():
-            size = math.prod(int(d) for d in array.shape)
-            slots.append(TensorSlot(name, tuple(int(d) for d in array.shape), offset, size))
+            shape = tuple(int(d) for d in array.shape)
+            size = math.prod(shape)
+            slots.append(TensorSlot(name, shape, offset, size))
             offset += size
         return cls(tuple(slots), offset)
 

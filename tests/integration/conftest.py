@@ -52,6 +52,21 @@ async def receive(client: bus.Client, count: int, seconds: float = 60.0) -> list
     return got
 
 
+def count_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Names of the coroutines that become tasks on ``loop`` from now on."""
+    made: list[str] = []
+    factory = loop.get_task_factory()
+
+    def counting(loop_: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
+        made.append(getattr(coro, "__qualname__", repr(coro)))
+        if factory is not None:
+            return factory(loop_, coro, **kwargs)  # type: ignore[arg-type]
+        return asyncio.Task(coro, loop=loop_, **kwargs)  # type: ignore[arg-type]
+
+    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    return made
+
+
 def job_config(**overrides: Any) -> JobConfig:
     base: dict[str, Any] = {
         "name": "itest",

@@ -9,18 +9,14 @@ import pytest
 from coordinator.broker_process import BrokerProcess
 from fedbus_protocol import bus
 
+from .conftest import count_tasks
+
 
 async def test_messages_arrive_in_order_without_a_task_each(
     settings: bus.BrokerSettings,
 ) -> None:
     topic = f"{settings.prefix}/in"
     loop = asyncio.get_running_loop()
-    made: list[str] = []
-
-    def counting(loop_: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
-        made.append(getattr(coro, "__qualname__", repr(coro)))
-        return asyncio.Task(coro, loop=loop_, **kwargs)  # type: ignore[arg-type]
-
     async with (
         bus.make_client(settings, "sub-in", persistent=False) as sub,
         bus.make_client(settings, "pub-in", persistent=False) as pub,
@@ -28,7 +24,7 @@ async def test_messages_arrive_in_order_without_a_task_each(
         await sub.subscribe(topic, qos=1)
         payloads = [f"m{i}".encode() for i in range(200)]
         got: list[bytes] = []
-        loop.set_task_factory(counting)  # type: ignore[arg-type]
+        made = count_tasks(loop)
         try:
             sending = asyncio.gather(*(pub.publish(topic, p, qos=1) for p in payloads))
             async with asyncio.timeout(30):

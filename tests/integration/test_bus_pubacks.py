@@ -12,22 +12,7 @@ import pytest
 from coordinator.broker_process import BrokerProcess
 from fedbus_protocol import bus, paho_speedups
 
-from .conftest import receive
-
-
-def count_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
-    """Names of the coroutines that become tasks on ``loop`` from now on."""
-    made: list[str] = []
-    factory = loop.get_task_factory()
-
-    def counting(loop_: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
-        made.append(getattr(coro, "__qualname__", repr(coro)))
-        if factory is not None:
-            return factory(loop_, coro, **kwargs)  # type: ignore[arg-type]
-        return asyncio.Task(coro, loop=loop_, **kwargs)  # type: ignore[arg-type]
-
-    loop.set_task_factory(counting)  # type: ignore[arg-type]
-    return made
+from .conftest import count_tasks, receive
 
 
 @contextmanager

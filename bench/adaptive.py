@@ -46,8 +46,8 @@ from bench.harness import (
     quiet_logs,
     stop_on_sigterm,
 )
-from fleet import Fleet
-from fleet.builders import build_flash, build_synthetic
+from fedbus.fleet import Fleet
+from fedbus.fleet.builders import build_flash, build_synthetic
 
 DEFAULT_TRACES = REPO.parent / "shared" / "data" / "traces"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist_5k.csv.gz"
@@ -63,9 +63,9 @@ def build_fleet(traces: str, clients: int, seed: int) -> tuple[Fleet, str]:
 def data_entry(data: str, clients: int) -> tuple[str, str, dict[str, Any], str]:
     if data != "digits" and Path(data).exists():
         args: dict[str, Any] = {"path": str(Path(data).resolve()), "num_partitions": clients}
-        return "examples.mnist:make_model", "examples.mnist:load_partition", args, "MNIST-5k"
+        return "fedbus.examples.mnist:make_model", "fedbus.examples.mnist:load_partition", args, "MNIST-5k"
     args = {"num_partitions": clients}
-    return "examples.digits:make_model", "examples.digits:load_partition", args, "digits"
+    return "fedbus.examples.digits:make_model", "fedbus.examples.digits:load_partition", args, "digits"
 
 
 def adaptive_stats(run: RunResult) -> dict[str, float]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
-from fedbus_protocol.codec import decode, encode
+from fedbus.protocol.codec import decode, encode
 
 
 def model_tensors(num_params: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -29,11 +29,11 @@ import yaml
 
 from coordinator.broker_process import BrokerProcess
 from coordinator.events import read_events
-from fedbus_protocol import bus
-from fedbus_protocol.messages import AgentStatus, decode_json
-from fedbus_protocol.topics import Topics
-from fleet import save_fleet
-from fleet.builders import build_synthetic
+from fedbus.fleet import save_fleet
+from fedbus.fleet.builders import build_synthetic
+from fedbus.protocol import bus
+from fedbus.protocol.messages import AgentStatus, decode_json
+from fedbus.protocol.topics import Topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,8 +92,8 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     job = {
         "name": "scale",
-        "model": "examples.digits:make_model",
-        "data": "examples.digits:load_partition",
+        "model": "fedbus.examples.digits:make_model",
+        "data": "fedbus.examples.digits:load_partition",
         "data_args": {"num_partitions": args.agents, "alpha": None, "seed": 0},
         "rounds": args.rounds,
         "num_participants": args.per_round,

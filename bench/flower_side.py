@@ -5,7 +5,7 @@ and ray, and the project's venv stays clean); ``bench/vs_flower.py`` starts it a
 subprocess and reads the JSON it writes. Never imported by fedbus itself.
 
 The job is the fedbus one, step for step: the model and the partitions come from the
-repository's ``examples/digits.py`` (imported, not copied: the repository root is put on
+repository's ``fedbus/examples/digits.py`` (imported, not copied: the repository root is put on
 ``sys.path``), the initial weights are ``torch.manual_seed(seed); make_model()`` as the
 fedbus coordinator draws them, and a client trains exactly as ``edge_agent.trainer``
 does: a fresh SGD optimizer (lr, momentum) per round, ``local_steps`` mini-batches of
@@ -91,7 +91,7 @@ _MODEL: list[nn.Module] = []
 
 def _partition(pid: int, n: int) -> tuple[torch.Tensor, ...]:
     if (pid, n) not in _PARTITIONS:
-        from examples.digits import load_partition
+        from fedbus.examples.digits import load_partition
 
         job = _job()
         train, test = load_partition(pid, n, alpha=job["alpha"], seed=job["data_seed"])
@@ -101,7 +101,7 @@ def _partition(pid: int, n: int) -> tuple[torch.Tensor, ...]:
 
 def _model() -> nn.Module:
     if not _MODEL:
-        from examples.digits import make_model
+        from fedbus.examples.digits import make_model
 
         _MODEL.append(make_model())
     return _MODEL[0]
@@ -202,7 +202,7 @@ server_app = ServerApp()
 @server_app.main()
 def server_main(grid: Grid, context: Context) -> None:
     job = _job()
-    from examples.digits import make_model
+    from fedbus.examples.digits import make_model
 
     torch.manual_seed(job["seed"])
     initial = ArrayRecord(make_model().state_dict())

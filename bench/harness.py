@@ -40,8 +40,8 @@ from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
 from edge_agent.profile import DataSpec
-from fedbus_protocol import bus
-from fleet import Fleet, save_fleet
+from fedbus.fleet import Fleet, save_fleet
+from fedbus.protocol import bus
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ agents   the whole real path: ``CoordinatorService`` (this process) runs a job w
 replay   the same coordinator, but the N publishers are bench processes that answer each
          task at once with a ready-made dense update of the real format
          (``encode_envelope(UpdateMeta, ...)`` of the 11M layout, sent with
-         ``fedbus_protocol.bus.publish_large`` exactly as an agent sends it) and skip the
+         ``fedbus.protocol.bus.publish_large`` exactly as an agent sends it) and skip the
          model download and training: the coordinator's ingest alone, with all
          publishers starting together as in ``bare``.
 
@@ -86,8 +86,8 @@ from coordinator.config import parse_job  # noqa: E402
 from coordinator.events import read_events  # noqa: E402
 from coordinator.job_runner import Inbound, JobRunner  # noqa: E402
 from coordinator.service import CoordinatorService  # noqa: E402
-from fedbus_protocol import bus, paho_speedups  # noqa: E402
-from fedbus_protocol.messages import (  # noqa: E402
+from fedbus.protocol import bus, paho_speedups  # noqa: E402
+from fedbus.protocol.messages import (  # noqa: E402
     AgentProfile,
     AgentStatus,
     Task,
@@ -97,7 +97,7 @@ from fedbus_protocol.messages import (  # noqa: E402
     encode_envelope,
     encode_json,
 )
-from fedbus_protocol.topics import Topics  # noqa: E402
+from fedbus.protocol.topics import Topics  # noqa: E402
 
 IN_FEATURES, OUT_FEATURES = 11_000, 1_000  # bench/big_model.py (not imported: no torch here)
 UPDATE_BYTES = (IN_FEATURES * OUT_FEATURES + OUT_FEATURES) * 4

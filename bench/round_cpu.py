@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from bench.vs_flower import CHILD_ENV, Job, _stop, job_yaml, wait_online  # noqa: E402
 from coordinator.broker_process import BrokerProcess  # noqa: E402
 from coordinator.events import read_events  # noqa: E402
-from fedbus_protocol import bus  # noqa: E402
+from fedbus.protocol import bus  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

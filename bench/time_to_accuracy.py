@@ -70,7 +70,7 @@ from bench.harness import (
     stop_on_sigterm,
 )
 from edge_agent.profile import DataSpec
-from fleet.builders import build_flash
+from fedbus.fleet.builders import build_flash
 
 POLICIES = ("random", "oort", "pyramidfl", "bliss")
 DEFAULT_TRACES = REPO.parent / "shared" / "data" / "traces"
@@ -104,19 +104,19 @@ class Study:
     def data_spec(self) -> DataSpec:
         """The data entry point and arguments: one split for every run (part of the fleet)."""
         args = {"path": self.data, "num_partitions": self.clients, "alpha": self.alpha, "seed": 0}
-        return DataSpec(f"examples.{self.dataset}:load_partition", args)
+        return DataSpec(f"fedbus.examples.{self.dataset}:load_partition", args)
 
     def job(self, bench: Bench, policy: str, adaptive: bool, seed: int) -> dict[str, Any]:
         spec = self.data_spec
         return bench.job(
             name=f"tta-{policy}-{'adapt' if adaptive else 'fixed'}-s{seed}",
-            model=f"examples.{self.dataset}:make_model",
+            model=f"fedbus.examples.{self.dataset}:make_model",
             data=spec.data,
             data_args=dict(spec.data_args),
             # Server-side evaluation on one fixed test set (Fashion-MNIST's official 10k;
             # MNIST-5k's union of held-out splits): the same samples for every run and
             # every round, no agent's time, so it can run after every round.
-            test_data=f"examples.{self.dataset}:load_test",
+            test_data=f"fedbus.examples.{self.dataset}:load_test",
             test_data_args=dict(spec.data_args),
             seed=seed,
             rounds=self.rounds,

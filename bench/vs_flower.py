@@ -4,7 +4,7 @@
     .venv/bin/python bench/vs_flower.py --setup-flower      # make .venv-flower first
 
 The job, identical on every engine: scikit-learn's digits, the MLP of
-``examples/digits.py`` (64-128-10), ``examples.digits.load_partition`` (Dirichlet(0.5)
+``fedbus/examples/digits.py`` (64-128-10), ``fedbus.examples.digits.load_partition`` (Dirichlet(0.5)
 label skew over N partitions, seed 0; each client holds out 20 % of its partition),
 initial weights ``torch.manual_seed(seed); make_model()``, every client in every round
 (fedbus: ``num_participants: N``, ``overcommitment: 1.0``, ``clients_required: N``;
@@ -23,7 +23,7 @@ flower-deploy   Flower's deployment engine on loopback: ``flower-superlink``, N
                 ``flower-supernode`` processes (registered before the run starts),
                 ``flwr run``. Given ``--deploy-timeout`` seconds per N.
 fedbus          mosquitto + ``coordinator run`` + N ``edge-agent run --threads 1``
-                processes, as ``examples/demo.py`` starts them. The agents are started
+                processes, as ``fedbus/examples/demo.py`` starts them. The agents are started
                 and seen online (retained status) before the coordinator starts.
 fedbus-emulate  the same coordinator with the N agents emulated in ``--emulators``
                 ``edge-agent emulate`` processes (default 1; ``--count``/``--offset`` split
@@ -85,9 +85,9 @@ sys.path.insert(0, str(REPO))
 
 from coordinator.broker_process import BrokerProcess  # noqa: E402
 from coordinator.events import read_events  # noqa: E402
-from fedbus_protocol import bus  # noqa: E402
-from fedbus_protocol.messages import AgentStatus, decode_json  # noqa: E402
-from fedbus_protocol.topics import Topics  # noqa: E402
+from fedbus.protocol import bus  # noqa: E402
+from fedbus.protocol.messages import AgentStatus, decode_json  # noqa: E402
+from fedbus.protocol.topics import Topics  # noqa: E402
 
 FLOWER_VENV = REPO / ".venv-flower"
 FLOWER_SPEC = "flwr[simulation]==1.41.*"
@@ -260,8 +260,8 @@ def job_yaml(job: Job, name: str, seed_file: Path | None = None) -> dict[str, An
     return {
         "name": name,
         **extra,
-        "model": "examples.digits:make_model",
-        "data": "examples.digits:load_partition",
+        "model": "fedbus.examples.digits:make_model",
+        "data": "fedbus.examples.digits:load_partition",
         "data_args": {"num_partitions": job.n, "alpha": job.alpha, "seed": job.seed},
         "seed": job.seed,
         "rounds": job.rounds,
@@ -330,8 +330,8 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 async def run_fedbus(
     job: Job, work: Path, emulate: bool, emulators: int = 1, seed: bool = True
 ) -> Result:
-    from fleet import save_fleet
-    from fleet.builders import build_synthetic
+    from fedbus.fleet import save_fleet
+    from fedbus.fleet.builders import build_synthetic
 
     engine = "fedbus-emulate" if emulate else "fedbus"
     result = Result(engine)
@@ -477,17 +477,17 @@ def machine_floor(job: Job) -> dict[str, float]:
 
     from edge_agent.torch_state import state_to_numpy
     from edge_agent.trainer import LocalTrainer
-    from examples.digits import make_model
-    from fedbus_protocol.messages import TrainConfig
-    from fedbus_protocol.params import ParamLayout
+    from fedbus.examples.digits import make_model
+    from fedbus.protocol.messages import TrainConfig
+    from fedbus.protocol.params import ParamLayout
 
     torch.set_num_threads(1)
     torch.manual_seed(job.seed)
     tensors = state_to_numpy(make_model())
     layout = ParamLayout.from_tensors(tensors)
     config = TrainConfig(
-        model="examples.digits:make_model",
-        data="examples.digits:load_partition",
+        model="fedbus.examples.digits:make_model",
+        data="fedbus.examples.digits:load_partition",
         data_args={"num_partitions": job.n, "alpha": job.alpha, "seed": job.seed},
         local_steps=job.local_steps,
         batch_size=job.batch_size,

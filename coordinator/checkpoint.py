@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedbus_protocol.codec import decode, encode
+from fedbus.protocol.codec import decode, encode
 
 
 def _atomic_write(path: Path, data: bytes | bytearray) -> None:

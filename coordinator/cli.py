@@ -16,17 +16,17 @@ from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
-from fedbus_protocol import bus
-from fedbus_protocol.broker_args import add_broker_args, broker_settings
-from fedbus_protocol.errors import FedbusProtocolError
-from fedbus_protocol.messages import (
+from fedbus.protocol import bus
+from fedbus.protocol.broker_args import add_broker_args, broker_settings
+from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.messages import (
     CoordinatorStatus,
     Event,
     JobSubmission,
     decode_json,
     encode_json,
 )
-from fedbus_protocol.topics import Topics
+from fedbus.protocol.topics import Topics
 
 console = Console(highlight=False)
 # The broker sends a retained message right after SUBACK; none by then means none at all.

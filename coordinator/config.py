@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedbus_protocol.topics import check_id
+from fedbus.protocol.topics import check_id
 
 
 class JobConfigError(ValueError):

@@ -38,8 +38,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedbus_protocol.errors import InvalidTopic
-from fedbus_protocol.topics import check_id
+from fedbus.protocol.errors import InvalidTopic
+from fedbus.protocol.topics import check_id
 
 ITERATIONS = 101  # mosquitto_passwd's default; the broker reads the count from each line
 SALT_BYTES = 12
@@ -53,7 +53,7 @@ class CredentialsError(Exception):
 
 
 def check_username(user: str) -> str:
-    """An agent id (fedbus_protocol.topics.check_id) that also fits the file: no ':'."""
+    """An agent id (fedbus.protocol.topics.check_id) that also fits the file: no ':'."""
     try:
         check_id(user, "username")
         if ":" in user:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fedbus_protocol.messages import Event, encode_json
+from fedbus.protocol.messages import Event, encode_json
 
 
 class EventName(enum.StrEnum):

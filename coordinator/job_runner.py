@@ -47,9 +47,12 @@ from coordinator.update_check import (
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from edge_agent.compression import upload_bytes
 from edge_agent.step_cap import fixed_steps
-from fedbus_protocol import chunking
-from fedbus_protocol.errors import InvalidMessage
-from fedbus_protocol.messages import (
+from fedbus.fleet import Fleet, load_fleet
+from fedbus.fleet.trace import dynamic_windows
+from fedbus.fleet.virtual_round import RoundWork, simulate_round
+from fedbus.protocol import chunking
+from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.messages import (
     JobStatus,
     ModelMeta,
     ResultMeta,
@@ -60,11 +63,8 @@ from fedbus_protocol.messages import (
     encode_envelope,
     encode_json,
 )
-from fedbus_protocol.params import ParamLayout
-from fedbus_protocol.topics import Topics
-from fleet import Fleet, load_fleet
-from fleet.trace import dynamic_windows
-from fleet.virtual_round import RoundWork, simulate_round
+from fedbus.protocol.params import ParamLayout
+from fedbus.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 

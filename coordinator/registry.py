@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from fedbus_protocol.messages import AgentProfile, AgentStatus
+from fedbus.protocol.messages import AgentProfile, AgentStatus
 
 
 class Change(enum.Enum):

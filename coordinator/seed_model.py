@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedbus_protocol.entry_points import resolve
+from fedbus.protocol.entry_points import resolve
 
 
 class SeedModelError(ValueError):

@@ -31,7 +31,7 @@ class ServerEvaluator:
         import torch
 
         from edge_agent.trainer import as_tensors
-        from fedbus_protocol.entry_points import resolve
+        from fedbus.protocol.entry_points import resolve
 
         dataset = resolve(self._test_spec)(**self._test_args)
         if isinstance(dataset, tuple) and len(dataset) == 2:

@@ -24,9 +24,9 @@ from coordinator.config import JobConfig, JobConfigError, parse_job
 from coordinator.events import EventName
 from coordinator.job_runner import Inbound, JobRunner
 from coordinator.registry import AgentRegistry, Change
-from fedbus_protocol import bus
-from fedbus_protocol.errors import FedbusProtocolError
-from fedbus_protocol.messages import (
+from fedbus.protocol import bus
+from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.messages import (
     AgentStatus,
     CoordinatorStatus,
     Event,
@@ -34,7 +34,7 @@ from fedbus_protocol.messages import (
     decode_json,
     encode_json,
 )
-from fedbus_protocol.topics import TopicKind, Topics
+from fedbus.protocol.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedbus_protocol.codec import SparseTensor, Tensor
-from fedbus_protocol.errors import InvalidMessage
-from fedbus_protocol.messages import ResultMeta, UpdateMeta, decode_envelope
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol.codec import SparseTensor, Tensor
+from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.messages import ResultMeta, UpdateMeta, decode_envelope
+from fedbus.protocol.params import ParamLayout
 
 UPDATE_DTYPES = frozenset({np.dtype("<f4"), np.dtype("<f2")})
 

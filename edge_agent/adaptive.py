@@ -16,7 +16,7 @@ from edge_agent.budget_planner import BudgetKnobs, BudgetPlanner, Finish, Measur
 from edge_agent.compression import topk_norm
 from edge_agent.step_cap import adaptive_max_steps
 from edge_agent.trainer import TrainSession
-from fedbus_protocol.messages import TrainConfig
+from fedbus.protocol.messages import TrainConfig
 
 
 @dataclass

@@ -23,10 +23,10 @@ import numpy as np
 from edge_agent.compression import effective_keep, sparsify
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.trainer import LocalTrainer, TrainOutcome
-from fedbus_protocol import bus
-from fedbus_protocol.codec import SparseTensor, Tensor
-from fedbus_protocol.errors import FedbusProtocolError
-from fedbus_protocol.messages import (
+from fedbus.protocol import bus
+from fedbus.protocol.codec import SparseTensor, Tensor
+from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.messages import (
     AgentProfile,
     AgentStatus,
     ResultMeta,
@@ -37,7 +37,7 @@ from fedbus_protocol.messages import (
     encode_envelope,
     encode_json,
 )
-from fedbus_protocol.topics import TopicKind, Topics
+from fedbus.protocol.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
 

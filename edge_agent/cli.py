@@ -13,9 +13,9 @@ from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol.broker_args import add_broker_args, broker_settings
-from fedbus_protocol.messages import Scalar
-from fedbus_protocol.topics import check_id
+from fedbus.protocol.broker_args import add_broker_args, broker_settings
+from fedbus.protocol.messages import Scalar
+from fedbus.protocol.topics import check_id
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     import torch
 
     from edge_agent.emulation import Emulator
-    from fleet import load_fleet
+    from fedbus.fleet import load_fleet
 
     torch.set_num_threads(args.threads or 1)
     fleet = load_fleet(args.fleet)

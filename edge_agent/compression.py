@@ -1,11 +1,11 @@
 """Top-k sparsification by magnitude of a flat model delta (pure numpy, no I/O).
 
 The edge agent uploads the ``k = max(1, round(keep_frac * P))`` entries of the flat
-delta (``fedbus_protocol.params`` layout) with the largest absolute value, as a real
+delta (``fedbus.protocol.params`` layout) with the largest absolute value, as a real
 sparse payload: ascending indices plus their values (ALGORITHMS §0, PyramidFL and
 adaptive training). Decisions:
 
-* **One sparse type.** :data:`SparseDelta` *is* ``fedbus_protocol.codec.SparseTensor``
+* **One sparse type.** :data:`SparseDelta` *is* ``fedbus.protocol.codec.SparseTensor``
   (``size``, ``indices``, ``values``), so what :func:`sparsify` returns goes straight into
   ``codec.encode`` and what ``codec.decode`` returns goes straight into :func:`densify`.
 * **Selection is O(P) and deterministic.** The k-th largest magnitude is found with
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedbus_protocol.codec import SparseTensor
+from fedbus.protocol.codec import SparseTensor
 
 __all__ = [
     "SparseDelta",

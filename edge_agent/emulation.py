@@ -7,7 +7,7 @@ fed by a single model listener connection instead of N model subscriptions. An i
 agent therefore costs its connection and its small data partition.
 
 On the virtual clock a task carries the round's virtual start; the agent trains for real
-and reports the time model's durations (:mod:`fleet.virtual_round`), with adaptive
+and reports the time model's durations (:mod:`fedbus.fleet.virtual_round`), with adaptive
 training driven by the budget planner on simulated step and upload times.
 """
 
@@ -28,13 +28,9 @@ from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.profile import DataSpec, partition_size
 from edge_agent.trainer import LocalTrainer, TrainOutcome, TrainSession
-from fedbus_protocol import bus
-from fedbus_protocol.errors import FedbusProtocolError
-from fedbus_protocol.messages import AgentProfile, Task, Timings
-from fedbus_protocol.topics import Topics
-from fleet import DeviceProfile, Fleet
-from fleet.time_model import workload_flops
-from fleet.virtual_round import (
+from fedbus.fleet import DeviceProfile, Fleet
+from fedbus.fleet.time_model import workload_flops
+from fedbus.fleet.virtual_round import (
     FLOAT32_BYTES,
     RoundWork,
     download_seconds,
@@ -43,6 +39,10 @@ from fleet.virtual_round import (
     step_seconds,
     upload_seconds,
 )
+from fedbus.protocol import bus
+from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.messages import AgentProfile, Task, Timings
+from fedbus.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def fleet_sizes(
 
     Partitions are loaded once each into the trainer's cache, which the first round's
     tasks then reuse (the data entry point is expected to cache its file and partition
-    table, as examples.mnist does: an emulator loads up to 1,000 partitions here).
+    table, as fedbus.examples.mnist does: an emulator loads up to 1,000 partitions here).
     """
     if data is None:
         return {}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedbus_protocol import chunking
-from fedbus_protocol.messages import ModelMeta, decode_envelope
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol import chunking
+from fedbus.protocol.messages import ModelMeta, decode_envelope
+from fedbus.protocol.params import ParamLayout
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import psutil
 import torch
 
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol.messages import AgentProfile, Scalar
+from fedbus.protocol.messages import AgentProfile, Scalar
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 

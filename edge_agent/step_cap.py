@@ -8,7 +8,7 @@ E is ``TrainConfig.base_local_steps``: ``local_steps`` may already be the raised
 
 from __future__ import annotations
 
-from fedbus_protocol.messages import TrainConfig
+from fedbus.protocol.messages import TrainConfig
 
 PASSES_CAP = 5
 """At most this many passes over the local data ([P] learner)."""

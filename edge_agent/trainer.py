@@ -26,9 +26,9 @@ from edge_agent.sgd import MomentumSGD
 from edge_agent.step_cap import fixed_steps
 from edge_agent.torch_state import floating_state, load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
-from fedbus_protocol.entry_points import resolve
-from fedbus_protocol.messages import Scalar, TrainConfig
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol.entry_points import resolve
+from fedbus.protocol.messages import Scalar, TrainConfig
+from fedbus.protocol.params import ParamLayout
 
 
 @dataclass

@@ -19,8 +19,8 @@ from coordinator.config import JobConfig, parse_job
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol import bus
-from fedbus_protocol.messages import AgentProfile
+from fedbus.protocol import bus
+from fedbus.protocol.messages import AgentProfile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,8 +70,8 @@ def count_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
 def job_config(**overrides: Any) -> JobConfig:
     base: dict[str, Any] = {
         "name": "itest",
-        "model": "examples.digits:make_model",
-        "data": "examples.digits:load_partition",
+        "model": "fedbus.examples.digits:make_model",
+        "data": "fedbus.examples.digits:load_partition",
         "data_args": {"num_partitions": 4, "alpha": 0.5, "seed": 0},
         "rounds": 3,
         "num_participants": 3,

@@ -9,9 +9,9 @@ from coordinator.events import read_events
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
-from fedbus_protocol import bus
-from fleet import load_fleet, save_fleet
-from fleet.builders import build_synthetic
+from fedbus.fleet import load_fleet, save_fleet
+from fedbus.fleet.builders import build_synthetic
+from fedbus.protocol import bus
 
 from .conftest import job_config
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from coordinator.service import CoordinatorService
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 from .conftest import job_config, running_agents
 

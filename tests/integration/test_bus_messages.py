@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from coordinator.broker_process import BrokerProcess
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 from .conftest import count_tasks
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from coordinator.broker_process import BrokerProcess
-from fedbus_protocol import bus, paho_speedups
+from fedbus.protocol import bus, paho_speedups
 
 from .conftest import count_tasks, receive
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from coordinator.broker_process import BrokerProcess
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 from .conftest import receive
 

@@ -16,10 +16,10 @@ from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.torch_state import load_numpy_state
 from edge_agent.trainer import evaluate_model
-from examples.digits import load_test, make_model
-from fedbus_protocol import bus
-from fedbus_protocol.messages import ResultMeta, Task, UpdateMeta, decode_envelope
-from fedbus_protocol.topics import TopicKind, Topics
+from fedbus.examples.digits import load_test, make_model
+from fedbus.protocol import bus
+from fedbus.protocol.messages import ResultMeta, Task, UpdateMeta, decode_envelope
+from fedbus.protocol.topics import TopicKind, Topics
 
 from .conftest import job_config, running_agents
 
@@ -96,7 +96,7 @@ async def test_server_side_evaluation_scores_the_global_model_on_the_test_set(
         settings,
         tmp_path,
         eval_interval=2,
-        test_data="examples.digits:load_test",
+        test_data="fedbus.examples.digits:load_test",
         test_data_args=DATA_ARGS,
     )
     # Assert: a TEST_RESULT every second round and the last, none of them from agents ...

@@ -59,10 +59,10 @@ from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.torch_state import state_to_numpy
 from edge_agent.trainer import LocalTrainer
-from examples.digits import load_partition, make_model
-from fedbus_protocol import bus
-from fedbus_protocol.codec import SparseTensor, encode
-from fedbus_protocol.messages import (
+from fedbus.examples.digits import load_partition, make_model
+from fedbus.protocol import bus
+from fedbus.protocol.codec import SparseTensor, encode
+from fedbus.protocol.messages import (
     AgentProfile,
     AgentStatus,
     CoordinatorStatus,
@@ -73,8 +73,8 @@ from fedbus_protocol.messages import (
     decode_envelope,
     decode_json,
 )
-from fedbus_protocol.params import ParamLayout
-from fedbus_protocol.topics import TopicKind, Topics
+from fedbus.protocol.params import ParamLayout
+from fedbus.protocol.topics import TopicKind, Topics
 
 from .conftest import job_config, running_agents
 
@@ -132,7 +132,7 @@ _FORK.set_forkserver_preload(
     [
         "torch",
         "torch._dynamo",
-        "examples.digits",
+        "fedbus.examples.digits",
         "edge_agent.cli",
         "coordinator.cli",
         __name__,
@@ -1194,7 +1194,7 @@ async def test_an_update_that_would_overflow_the_model_fails_its_round_and_chang
     # would take it to +inf.
     from edge_agent.agent import UpdatePlan
     from edge_agent.trainer import TrainOutcome
-    from fedbus_protocol.messages import Timings
+    from fedbus.protocol.messages import Timings
 
     config = job_config(
         rounds=3, num_participants=1, overcommitment=1.0, min_agents=1, eval_interval=0

@@ -12,7 +12,7 @@ from coordinator import checkpoint
 from coordinator.broker_process import BrokerProcess
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 from .conftest import job_config, running_agents
 

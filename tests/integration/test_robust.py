@@ -16,8 +16,8 @@ from typing import Any
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent, UpdatePlan
-from fedbus_protocol import bus
-from fedbus_protocol.messages import Task
+from fedbus.protocol import bus
+from fedbus.protocol.messages import Task
 
 from .conftest import job_config, running_agents
 

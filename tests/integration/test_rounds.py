@@ -14,9 +14,9 @@ import yaml
 from coordinator import seed_model
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
-from fedbus_protocol import bus
-from fedbus_protocol.messages import Event, JobStatus, decode_json
-from fedbus_protocol.topics import Topics
+from fedbus.protocol import bus
+from fedbus.protocol.messages import Event, JobStatus, decode_json
+from fedbus.protocol.topics import Topics
 
 from .conftest import job_config, running_agents, spawn_agent, spawn_coordinator
 
@@ -154,7 +154,7 @@ async def test_coordinator_killed_and_restarted_resumes(
 async def test_serve_runs_a_job_submitted_over_mqtt(
     settings: bus.BrokerSettings, tmp_path: Path
 ) -> None:
-    from fedbus_protocol.messages import JobSubmission, encode_json
+    from fedbus.protocol.messages import JobSubmission, encode_json
 
     service = CoordinatorService(settings, runs_dir=tmp_path)
     serving = asyncio.create_task(service.serve())
@@ -190,7 +190,7 @@ async def test_a_coordinator_with_a_seed_file_runs_a_job_without_torch(
 ) -> None:
     # Prepare: the seed file, and a torch that cannot be imported in the coordinator's process.
     seed = tmp_path / "seed.npz"
-    seed_model.save(seed, seed_model.build("examples.digits:make_model", 0))
+    seed_model.save(seed, seed_model.build("fedbus.examples.digits:make_model", 0))
     config = job_config(rounds=2, num_participants=2, min_agents=2, initial_model=str(seed))
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))

@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from coordinator.broker_process import REPO_CONF, BrokerProcess, free_port
 from coordinator.credentials import add_user
-from fedbus_protocol import bus, paho_speedups
-from fedbus_protocol.topics import Topics
+from fedbus.protocol import bus, paho_speedups
+from fedbus.protocol.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
 ACL = REPO / "deploy" / "mosquitto" / "acl"
@@ -163,7 +163,7 @@ async def test_a_refused_publish_is_not_silent(
     """fedbus's own PUBACK wait (paho_speedups.publish) sees the reason code aiomqtt drops."""
     assert secure.secure_port is not None
     forged, own = topics.job_update(JOB, "agent-b"), topics.job_update(JOB, "agent-a")
-    with caplog.at_level(logging.WARNING, logger="fedbus_protocol.paho_speedups"):
+    with caplog.at_level(logging.WARNING, logger="fedbus.protocol.paho_speedups"):
         async with (
             asyncio.timeout(15),
             client(login(secure.secure_port, "agent-a"), "agent-a") as agent,

@@ -12,7 +12,7 @@ import yaml
 
 from coordinator.broker_process import BrokerProcess
 from coordinator.service import CoordinatorService
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 from .conftest import REPO, job_config
 

@@ -12,11 +12,11 @@ from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.emulation import Emulator
 from edge_agent.profile import DataSpec
-from examples.digits import load_partition
-from fedbus_protocol import bus
-from fleet import load_fleet, save_fleet
-from fleet.builders import build_synthetic
-from fleet.time_model import round_time
+from fedbus.examples.digits import load_partition
+from fedbus.fleet import load_fleet, save_fleet
+from fedbus.fleet.builders import build_synthetic
+from fedbus.fleet.time_model import round_time
+from fedbus.protocol import bus
 
 from .conftest import job_config
 
@@ -116,8 +116,8 @@ async def test_a_fleet_that_is_asleep_makes_the_virtual_clock_wait_not_the_job_c
     # hour of the cycle (a night), available after.
     import dataclasses
 
-    from fleet import Fleet
-    from fleet.trace import ActivityWindows
+    from fedbus.fleet import Fleet
+    from fedbus.fleet.trace import ActivityWindows
 
     base = build_synthetic(6, seed=3, availability="lab")
     night = ActivityWindows(np.array([3600.0]), np.array([base.profiles[0].active.cycle]))

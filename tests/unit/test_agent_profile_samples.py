@@ -11,12 +11,12 @@ from edge_agent import cli
 from edge_agent.emulation import Emulator, emulated_profile, fleet_sizes
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
-from examples.digits import load_partition
-from fedbus_protocol import bus
-from fedbus_protocol.messages import TrainConfig
-from fleet.builders import build_synthetic
+from fedbus.examples.digits import load_partition
+from fedbus.fleet.builders import build_synthetic
+from fedbus.protocol import bus
+from fedbus.protocol.messages import TrainConfig
 
-DATA = "examples.digits:load_partition"
+DATA = "fedbus.examples.digits:load_partition"
 DATA_ARGS = {"num_partitions": 12, "alpha": 0.5, "seed": 2}
 SPEC = DataSpec(DATA, DATA_ARGS)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from examples.digits import _load, load_partition
+from fedbus.examples.digits import _load, load_partition
 
 
 def test_reads_exactly_sklearns_digits() -> None:

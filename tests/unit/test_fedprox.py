@@ -8,11 +8,11 @@ from torch import nn
 
 from edge_agent.torch_state import load_numpy_state, state_to_numpy
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol.messages import TrainConfig
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol.messages import TrainConfig
+from fedbus.protocol.params import ParamLayout
 
-MODEL = "examples.digits:make_model"
-DATA = "examples.digits:load_partition"
+MODEL = "fedbus.examples.digits:make_model"
+DATA = "fedbus.examples.digits:load_partition"
 DATA_ARGS = {"num_partitions": 4, "alpha": 0.5, "seed": 0}
 
 

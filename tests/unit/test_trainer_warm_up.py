@@ -7,13 +7,13 @@ import torch
 
 from edge_agent.torch_state import state_to_numpy
 from edge_agent.trainer import LocalTrainer
-from examples.digits import make_model
-from fedbus_protocol.messages import TrainConfig
-from fedbus_protocol.params import ParamLayout
+from fedbus.examples.digits import make_model
+from fedbus.protocol.messages import TrainConfig
+from fedbus.protocol.params import ParamLayout
 
 CONFIG = TrainConfig(
-    model="examples.digits:make_model",
-    data="examples.digits:load_partition",
+    model="fedbus.examples.digits:make_model",
+    data="fedbus.examples.digits:load_partition",
     data_args={"num_partitions": 4, "alpha": 0.5, "seed": 0},
     local_steps=5,
     batch_size=16,

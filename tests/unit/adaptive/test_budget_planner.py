@@ -433,7 +433,7 @@ def test_budget_invariant_when_steps_take_the_estimate(
 
 def test_adaptive_steps_are_capped_by_local_data_and_ten_times_local_steps() -> None:
     from edge_agent.adaptive import knobs_of
-    from fedbus_protocol.messages import TrainConfig
+    from fedbus.protocol.messages import TrainConfig
 
     config = TrainConfig(model="m:f", data="d:f", local_steps=5, batch_size=10)
     assert knobs_of(config).max_steps == 50  # 10x the job's local steps

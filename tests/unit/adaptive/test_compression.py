@@ -18,7 +18,7 @@ from edge_agent.compression import (
     topk_norm,
     wire_bytes,
 )
-from fedbus_protocol import codec
+from fedbus.protocol import codec
 
 KEEPS = (1e-6, 0.01, 0.1, 0.3, 0.5, 0.77, 0.999, 1.0, 2.0)
 

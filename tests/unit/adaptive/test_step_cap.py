@@ -6,7 +6,7 @@ import pytest
 
 from edge_agent.adaptive import knobs_of
 from edge_agent.step_cap import adaptive_max_steps, base_steps, data_step_cap, fixed_steps
-from fedbus_protocol.messages import TrainConfig
+from fedbus.protocol.messages import TrainConfig
 
 
 def _config(local_steps: int, base: int | None = None, batch_size: int = 10) -> TrainConfig:

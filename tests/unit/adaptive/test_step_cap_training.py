@@ -10,13 +10,13 @@ from edge_agent.emulation import VirtualTraining
 from edge_agent.model_store import GlobalModel
 from edge_agent.torch_state import state_to_numpy
 from edge_agent.trainer import LocalTrainer
-from fedbus_protocol.messages import AgentProfile, Task, TrainConfig
-from fedbus_protocol.params import ParamLayout
-from fleet.builders import build_synthetic
-from fleet.virtual_round import RoundWork, simulate_round
+from fedbus.fleet.builders import build_synthetic
+from fedbus.fleet.virtual_round import RoundWork, simulate_round
+from fedbus.protocol.messages import AgentProfile, Task, TrainConfig
+from fedbus.protocol.params import ParamLayout
 
-MODEL = "examples.digits:make_model"
-DATA = "examples.digits:load_partition"
+MODEL = "fedbus.examples.digits:make_model"
+DATA = "fedbus.examples.digits:load_partition"
 # IID over 100 partitions: ~14 training samples each, one batch of 32 -> cap max(5, E).
 DATA_ARGS = {"num_partitions": 100, "alpha": None, "seed": 0}
 BATCH = 32

@@ -15,7 +15,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-BASE = "name: j\nmodel: examples.digits:make_model\ndata: examples.digits:load_partition\n"
+BASE = "name: j\nmodel: fedbus.examples.digits:make_model\ndata: fedbus.examples.digits:load_partition\n"
 
 
 def test_shipped_job_loads() -> None:
@@ -82,5 +82,5 @@ def test_a_pacing_selector_starts_from_the_jobs_t_budget(tmp_path: Path) -> None
 def test_server_side_test_data_is_an_entry_point(tmp_path: Path) -> None:
     with pytest.raises(JobConfigError, match=r"field test_data"):
         load_job(write(tmp_path, BASE + "test_data: not an entry point\n"))
-    ok = load_job(write(tmp_path, BASE + "test_data: examples.digits:load_test\n"))
-    assert ok.test_data == "examples.digits:load_test" and ok.eval_overlap
+    ok = load_job(write(tmp_path, BASE + "test_data: fedbus.examples.digits:load_test\n"))
+    assert ok.test_data == "fedbus.examples.digits:load_test" and ok.eval_overlap

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from coordinator.registry import AgentRegistry, Change
-from fedbus_protocol.messages import AgentProfile, AgentStatus
+from fedbus.protocol.messages import AgentProfile, AgentStatus
 
 
 def status(agent: str, state: str, profile: AgentProfile | None = None) -> AgentStatus:

@@ -12,7 +12,7 @@ import pytest
 from coordinator import seed_model
 from coordinator.config import JobConfigError, load_job
 
-BASE = "name: j\nmodel: examples.digits:make_model\ndata: examples.digits:load_partition\n"
+BASE = "name: j\nmodel: fedbus.examples.digits:make_model\ndata: fedbus.examples.digits:load_partition\n"
 
 
 def test_the_seed_command_writes_what_building_from_code_gives(tmp_path: Path) -> None:
@@ -26,16 +26,16 @@ def test_the_seed_command_writes_what_building_from_code_gives(tmp_path: Path) -
         check=True,
     )
     assert "9,610 parameters" in done.stdout
-    built = seed_model.build("examples.digits:make_model", 7)
+    built = seed_model.build("fedbus.examples.digits:make_model", 7)
     loaded = seed_model.load(out)
     assert sorted(loaded) == sorted(built)
     assert all(np.array_equal(loaded[k], built[k]) for k in built)
-    other = seed_model.build("examples.digits:make_model", 8)
+    other = seed_model.build("fedbus.examples.digits:make_model", 8)
     assert not np.array_equal(other["0.weight"], built["0.weight"])
 
 
 def test_a_job_names_its_seed_file_and_a_missing_one_is_a_config_error(tmp_path: Path) -> None:
-    seed_model.save(tmp_path / "s.npz", seed_model.build("examples.digits:make_model", 0))
+    seed_model.save(tmp_path / "s.npz", seed_model.build("fedbus.examples.digits:make_model", 0))
     job = tmp_path / "job.yaml"
     job.write_text(BASE + f"initial_model: {tmp_path / 's.npz'}\n")
     assert load_job(job).initial_model == str(tmp_path / "s.npz")

@@ -14,7 +14,7 @@ import pytest
 from coordinator.config import parse_job
 from coordinator.events import EventName
 from coordinator.service import CoordinatorService, keep_freed_memory_mapped
-from fedbus_protocol import bus
+from fedbus.protocol import bus
 
 
 class _Group:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from coordinator.update_check import Assignment, Rejected, check_header, decode_update, write_update
-from fedbus_protocol.codec import SparseTensor
-from fedbus_protocol.messages import UpdateMeta, encode_envelope
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol.codec import SparseTensor
+from fedbus.protocol.messages import UpdateMeta, encode_envelope
+from fedbus.protocol.params import ParamLayout
 
 LAYOUT = ParamLayout.from_tensors({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)})
 ASSIGNED = Assignment("a1", "task-1", 4, 3)
@@ -125,6 +125,6 @@ def test_decode_rejects_oversized_and_malformed() -> None:
     assert decode_update(payload, 1 << 20)[0] == meta()
     assert reason(lambda: decode_update(payload, 64)) == "oversized"
     assert reason(lambda: decode_update(b"\x00garbage", 1 << 20)) == "malformed"
-    from fedbus_protocol.codec import encode
+    from fedbus.protocol.codec import encode
 
     assert reason(lambda: decode_update(bytes(encode({"job": "j"})), 1 << 20)) == "schema"

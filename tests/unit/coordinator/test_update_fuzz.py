@@ -22,8 +22,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from coordinator.update_check import Rejected, decode_update, write_update
-from fedbus_protocol.codec import ALLOWED_DTYPES, SparseTensor, encode
-from fedbus_protocol.params import ParamLayout
+from fedbus.protocol.codec import ALLOWED_DTYPES, SparseTensor, encode
+from fedbus.protocol.params import ParamLayout
 
 LAYOUT = ParamLayout.from_tensors({"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float32)})
 P = LAYOUT.num_params  # 16

@@ -1,4 +1,4 @@
-"""examples.fashion: the IDX reader, its refusals, partitioning and the global test set.
+"""fedbus.examples.fashion: the IDX reader, its refusals, partitioning and the global test set.
 
 Every test but the last writes tiny IDX files into tmp_path, so CI needs no data package;
 the last reads Debian's ``dataset-fashion-mnist`` where it is installed.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from examples import fashion
+from fedbus.examples import fashion
 
 REAL = Path(fashion.DEFAULT_PATH)
 TRAIN_N, TEST_N = 300, 50

@@ -1,4 +1,4 @@
-"""examples.mnist: the MNIST-5k entry points (file read once, every partition can train)."""
+"""fedbus.examples.mnist: the MNIST-5k entry points (file read once, every partition can train)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from examples import mnist
+from fedbus.examples import mnist
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist_5k.csv.gz"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} is absent")

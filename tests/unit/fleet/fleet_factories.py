@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fleet.profile import DeviceProfile
-from fleet.trace import DEFAULT_CYCLE_S, ActivityWindows, DeviceTrace, StepSeries
+from fedbus.fleet.profile import DeviceProfile
+from fedbus.fleet.trace import DEFAULT_CYCLE_S, ActivityWindows, DeviceTrace, StepSeries
 
 TRACES_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "traces"
 

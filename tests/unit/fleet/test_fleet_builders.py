@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fleet_factories import TRACES_DIR
 
-from fleet.builders import (
+from fedbus.fleet.builders import (
     FEDSCALE_MS_MEAN,
     FEDSCALE_MS_RANGE,
     build_flash,
@@ -18,12 +18,12 @@ from fleet.builders import (
     replay_ready,
     series_rate,
 )
-from fleet.device_state import coverage, synthesize_state
-from fleet.errors import TraceSourceError
-from fleet.fedscale import REFERENCE_WORK_PER_SAMPLE
-from fleet.flash_data import ReadyTrace, ThroughputSeries, load_flash_sources
-from fleet.fleet_file import fleet_to_json
-from fleet.trace import DEFAULT_CYCLE_S, ActivityWindows
+from fedbus.fleet.device_state import coverage, synthesize_state
+from fedbus.fleet.errors import TraceSourceError
+from fedbus.fleet.fedscale import REFERENCE_WORK_PER_SAMPLE
+from fedbus.fleet.flash_data import ReadyTrace, ThroughputSeries, load_flash_sources
+from fedbus.fleet.fleet_file import fleet_to_json
+from fedbus.fleet.trace import DEFAULT_CYCLE_S, ActivityWindows
 
 C = DEFAULT_CYCLE_S
 needs_traces = pytest.mark.skipif(

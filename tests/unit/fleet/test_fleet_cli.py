@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fleet_factories import TRACES_DIR
 
-from fleet.cli import main
-from fleet.fleet_file import load_fleet
+from fedbus.fleet.cli import main
+from fedbus.fleet.fleet_file import load_fleet
 
 
 def test_build_synthetic_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet.builders import build_fedscale
-from fleet.errors import TraceSourceError
-from fleet.fedscale import REFERENCE_WORK_PER_SAMPLE, read_behaviour, read_capacity
-from fleet.time_model import fedscale_completion_time, round_time
+from fedbus.fleet.builders import build_fedscale
+from fedbus.fleet.errors import TraceSourceError
+from fedbus.fleet.fedscale import REFERENCE_WORK_PER_SAMPLE, read_behaviour, read_capacity
+from fedbus.fleet.time_model import fedscale_completion_time, round_time
 
 CAPACITY = {
     1: {"computation": 100.0, "communication": 2000.0},

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from fleet_factories import make_profile
 
-from fleet.builders import build_synthetic
-from fleet.errors import FleetFileError
-from fleet.fleet_file import load_fleet, save_fleet
-from fleet.profile import Fleet
+from fedbus.fleet.builders import build_synthetic
+from fedbus.fleet.errors import FleetFileError
+from fedbus.fleet.fleet_file import load_fleet, save_fleet
+from fedbus.fleet.profile import Fleet
 
 
 def small_fleet() -> Fleet:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fleet_factories import make_profile
 
-from fleet.time_model import (
+from fedbus.fleet.time_model import (
     NOISE_MU,
     NOISE_SIGMA,
     PhaseTimes,
@@ -22,7 +22,7 @@ from fleet.time_model import (
     transfer_time,
     workload_flops,
 )
-from fleet.trace import DEFAULT_CYCLE_S
+from fedbus.fleet.trace import DEFAULT_CYCLE_S
 
 C = DEFAULT_CYCLE_S
 MB = 1_000_000 // 8  # bytes in one megabit

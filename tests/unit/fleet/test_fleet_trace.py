@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fleet_factories import make_profile
 
-from fleet.errors import InvalidTrace
-from fleet.trace import (
+from fedbus.fleet.errors import InvalidTrace
+from fedbus.fleet.trace import (
     DEFAULT_CYCLE_S,
     ActivityWindows,
     DeviceTrace,

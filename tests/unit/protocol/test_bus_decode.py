@@ -12,7 +12,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fedbus_protocol import bus, paho_speedups
+from fedbus.protocol import bus, paho_speedups
 
 pytestmark = pytest.mark.skipif(
     paho_speedups.FAST_DECODE_PUBLISH is None, reason="this paho has no separate PUBLISH decoder"

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from fedbus_protocol.chunking import Reassembler, is_chunk, parse, split, verify
-from fedbus_protocol.errors import InvalidMessage
+from fedbus.protocol.chunking import Reassembler, is_chunk, parse, split, verify
+from fedbus.protocol.errors import InvalidMessage
 
 PAYLOAD = bytes(random.Random(0).randbytes(10_000))
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedbus_protocol.codec import ALIGN, SparseTensor, decode, encode
-from fedbus_protocol.errors import InvalidMessage
+from fedbus.protocol.codec import ALIGN, SparseTensor, decode, encode
+from fedbus.protocol.errors import InvalidMessage
 
 
 def test_round_trip_dtypes_scalars_and_empty_tensors() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedbus_protocol.errors import InvalidMessage
-from fedbus_protocol.messages import (
+from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.messages import (
     AgentStatus,
     UpdateMeta,
     decode_envelope,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedbus_protocol.errors import InvalidTopic
-from fedbus_protocol.topics import TopicKind, Topics
+from fedbus.protocol.errors import InvalidTopic
+from fedbus.protocol.topics import TopicKind, Topics
 
 
 def test_build_and_parse_are_inverse() -> None:

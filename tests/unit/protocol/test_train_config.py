@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fedbus_protocol.codec import encode
-from fedbus_protocol.errors import InvalidMessage
-from fedbus_protocol.messages import Task, TrainConfig, decode_envelope, encode_envelope
+from fedbus.protocol.codec import encode
+from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.messages import Task, TrainConfig, decode_envelope, encode_envelope
 
 
 def _task(**config: object) -> Task:

@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from fedbus_protocol.errors import InvalidMessage
+from fedbus.protocol.errors import InvalidMessage
 
 MAGIC = b"FBT1"
 ALIGN = 64

@@ -14,14 +14,14 @@ from typing import Literal
 
 import numpy as np
 
-from fleet.device_state import STATE_STEP_S, synthesize_state
-from fleet.fedscale import (
+from fedbus.fleet.device_state import STATE_STEP_S, synthesize_state
+from fedbus.fleet.fedscale import (
     REFERENCE_WORK_PER_SAMPLE,
     fedscale_profiles,
     read_behaviour,
     read_capacity,
 )
-from fleet.flash_data import (
+from fedbus.fleet.flash_data import (
     DEFAULT_BANDWIDTH_SET,
     BenchmarkPhone,
     FlashSources,
@@ -29,8 +29,8 @@ from fleet.flash_data import (
     ThroughputSeries,
     load_flash_sources,
 )
-from fleet.profile import DeviceProfile, Fleet, StaticValue, client_id_for
-from fleet.trace import DEFAULT_CYCLE_S, RATE_MAX, ActivityWindows, DeviceTrace, StepSeries
+from fedbus.fleet.profile import DeviceProfile, Fleet, StaticValue, client_id_for
+from fedbus.fleet.trace import DEFAULT_CYCLE_S, RATE_MAX, ActivityWindows, DeviceTrace, StepSeries
 
 Availability = Literal["lab", "mobile"]
 AVAILABILITY_CHOICES: tuple[str, ...] = ("lab", "mobile")

@@ -2,8 +2,8 @@
 
 ``make_model`` and ``load_partition`` are a job's ``model`` and ``data`` entry points:
 
-    model: examples.mnist:make_model
-    data: examples.mnist:load_partition
+    model: fedbus.examples.mnist:make_model
+    data: fedbus.examples.mnist:load_partition
     data_args: {path: ../shared/data/mnist_5k.csv.gz, num_partitions: 1000, alpha: 0.5}
 
 The file (``path``, a data argument: nothing here assumes where it lives) is a gzipped
@@ -12,7 +12,7 @@ and the partition table once per (file, num_partitions, alpha, seed): an emulato
 hundreds of agents in one process and every one of them calls ``load_partition``.
 
 Partitions are IID (``alpha`` None) or Dirichlet(alpha) label skew
-(:func:`examples.partition.dirichlet_partition`). With 5,000 samples and 500+ clients a
+(:func:`fedbus.examples.partition.dirichlet_partition`). With 5,000 samples and 500+ clients a
 partition holds ~10 samples, and a Dirichlet draw leaves some partitions with fewer than
 that or none at all; those are topped up to ``MIN_PARTITION`` samples with samples taken
 from the largest partitions (seeded), so every agent has at least one training and one
@@ -24,7 +24,7 @@ in partition order (~1,000 samples at ``test_frac`` 0.2, the exact count depends
 partitioning), so a coordinator can evaluate the global model on it. It takes the job's
 ``data_args`` as they are (all keywords), plus ``limit``:
 
-    test_data: examples.mnist:load_test
+    test_data: fedbus.examples.mnist:load_test
     test_data_args: {path: ../shared/data/mnist_5k.csv.gz, num_partitions: 1000, alpha: 0.5}
 """
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from examples.partition import (
+from fedbus.examples.partition import (
     dirichlet_partition,
     iid_partition,
     sample_indices,

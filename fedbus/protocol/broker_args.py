@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from fedbus_protocol.bus import BrokerSettings, parse_broker
-from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
+from fedbus.protocol.bus import BrokerSettings, parse_broker
+from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE
 
 
 def add_broker_args(parser: argparse.ArgumentParser) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fleet.builders import AVAILABILITY_CHOICES, build_fedscale, build_flash, build_synthetic
-from fleet.errors import FleetError
-from fleet.flash_data import DEFAULT_BANDWIDTH_SET
-from fleet.fleet_file import load_fleet, save_fleet
-from fleet.profile import Fleet
-from fleet.summary import render, summarize
+from fedbus.fleet.builders import AVAILABILITY_CHOICES, build_fedscale, build_flash, build_synthetic
+from fedbus.fleet.errors import FleetError
+from fedbus.fleet.flash_data import DEFAULT_BANDWIDTH_SET
+from fedbus.fleet.fleet_file import load_fleet, save_fleet
+from fedbus.fleet.profile import Fleet
+from fedbus.fleet.summary import render, summarize
 
 
 def _positive(text: str) -> int:

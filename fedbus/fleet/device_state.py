@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet.trace import ActivityWindows, StepSeries
+from fedbus.fleet.trace import ActivityWindows, StepSeries
 
 STATE_STEP_S = 1800.0
 """Width of one availability/battery cell, seconds."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleet.profile import DeviceProfile
-from fleet.time_model import (
+from fedbus.fleet.profile import DeviceProfile
+from fedbus.fleet.time_model import (
     PhaseTimes,
     compute_time,
     draw_noise,

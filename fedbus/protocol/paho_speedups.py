@@ -2,7 +2,7 @@
 
 This is the only module of fedbus that reaches into paho's and aiomqtt's internals; each
 speed-up checks that the internals it relies on look as expected and otherwise leaves
-paho alone. Installed by :func:`fedbus_protocol.bus.make_client`.
+paho alone. Installed by :func:`fedbus.protocol.bus.make_client`.
 
 - **PUBLISH decoding** copies the payload once instead of once per field.
 - **Empty property sections** (every fedbus message: no MQTT 5 properties are used) and

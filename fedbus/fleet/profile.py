@@ -2,8 +2,8 @@
 
 A :class:`DeviceProfile` joins a client's id and data partition, its static hardware
 description (exactly the keys in :data:`STATIC_KEYS`, which the Bliss selector encodes),
-its time-varying :class:`~fleet.trace.DeviceTrace`, its online
-:class:`~fleet.trace.ActivityWindows`, and, for fleets imported from FedScale, the
+its time-varying :class:`~fedbus.fleet.trace.DeviceTrace`, its online
+:class:`~fedbus.fleet.trace.ActivityWindows`, and, for fleets imported from FedScale, the
 FedScale capacity pair (ms per sample, Kbps). A :class:`Fleet` is an ordered tuple of
 profiles with unique ids plus where they came from.
 """
@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from fleet.errors import InvalidProfile
-from fleet.trace import ActivityWindows, DeviceTrace
+from fedbus.fleet.errors import InvalidProfile
+from fedbus.fleet.trace import ActivityWindows, DeviceTrace
 
 NUMERIC_STATIC_KEYS: tuple[str, ...] = (
     "cpu_flops",  # FLOP/s

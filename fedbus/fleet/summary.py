@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleet.profile import Fleet
-from fleet.trace import RATE_MAX
+from fedbus.fleet.profile import Fleet
+from fedbus.fleet.trace import RATE_MAX
 
 
 @dataclass(frozen=True)

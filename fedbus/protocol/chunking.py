@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from fedbus_protocol.errors import InvalidMessage
+from fedbus.protocol.errors import InvalidMessage
 
 MAGIC = b"FBC1"
 _PREFIX = struct.Struct("<4sI")

@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleet.errors import FleetError, FleetFileError, InvalidProfile, InvalidTrace
-from fleet.profile import DeviceProfile, Fleet
-from fleet.trace import ActivityWindows, DeviceTrace, StepSeries
+from fedbus.fleet.errors import FleetError, FleetFileError, InvalidProfile, InvalidTrace
+from fedbus.fleet.profile import DeviceProfile, Fleet
+from fedbus.fleet.trace import ActivityWindows, DeviceTrace, StepSeries
 
 FORMAT_NAME = "fedbus-fleet"
 FORMAT_VERSION = 1

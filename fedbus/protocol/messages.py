@@ -1,7 +1,7 @@
 """Every payload of fedbus: one frozen pydantic v2 model per topic kind.
 
 JSON for what people watch (status, telemetry, events, job submissions); the tensor
-envelope of :mod:`fedbus_protocol.codec` for what machines exchange (tasks, models,
+envelope of :mod:`fedbus.protocol.codec` for what machines exchange (tasks, models,
 updates, results). ``encode_*`` / ``decode_*`` below are the only functions that turn
 models into bytes and back; decoding raises :class:`InvalidMessage` with a reason slug.
 
@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedbus_protocol.codec import Envelope, Tensor, decode, encode
-from fedbus_protocol.errors import InvalidMessage
-from fedbus_protocol.topics import check_id
+from fedbus.protocol.codec import Envelope, Tensor, decode, encode
+from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.topics import check_id
 
 SCHEMA_VERSION = 1
 

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fleet.errors import InvalidTrace
+from fedbus.fleet.errors import InvalidTrace
 
 if TYPE_CHECKING:
-    from fleet.profile import DeviceProfile
+    from fedbus.fleet.profile import DeviceProfile
 
 DEFAULT_CYCLE_S = 172_800.0
 """48 hours: the cycle of Bliss traces."""

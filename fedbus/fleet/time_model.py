@@ -32,8 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-from fleet.profile import DeviceProfile
-from fleet.trace import RATE_MAX, battery_factor
+from fedbus.fleet.profile import DeviceProfile
+from fedbus.fleet.trace import RATE_MAX, battery_factor
 
 Direction = Literal["download", "upload"]
 

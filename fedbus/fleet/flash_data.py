@@ -8,7 +8,7 @@ Expected layout under the directory handed in (``shared/data/traces`` in this pr
                                                          trace_end, ready_time: [[s, e]]}}
     bandwidth_traces/<set>/*                           "time_s  Mbps" per line
 
-Every failure raises :class:`~fleet.errors.TraceSourceError` naming the file and field.
+Every failure raises :class:`~fedbus.fleet.errors.TraceSourceError` naming the file and field.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fleet.errors import TraceSourceError
+from fedbus.fleet.errors import TraceSourceError
 
 AI_BENCHMARK = Path("device_profiles_flash/raw_ai_benchmark_list.json")
 MOBIPERF_DIR = Path("device_profiles_flash/mobiperf_samples")

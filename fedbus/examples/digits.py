@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from examples.partition import dirichlet_partition, iid_partition, split_train_test
+from fedbus.examples.partition import dirichlet_partition, iid_partition, split_train_test
 
 
 def make_model() -> nn.Module:

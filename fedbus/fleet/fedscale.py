@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import InvalidTrace, TraceSourceError
-from fleet.profile import DeviceProfile, StaticValue, client_id_for
-from fleet.trace import ActivityWindows, DeviceTrace
+from fedbus.fleet.errors import InvalidTrace, TraceSourceError
+from fedbus.fleet.profile import DeviceProfile, StaticValue, client_id_for
+from fedbus.fleet.trace import ActivityWindows, DeviceTrace
 
 REFERENCE_WORK_PER_SAMPLE = 1e9
 """Bliss-form work (params-equivalent FLOPs) of one sample of the model behind a

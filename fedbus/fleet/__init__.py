@@ -1,22 +1,22 @@
 """Emulated device fleets: profiles, cyclic traces, the time model and fleet files.
 
-Pure logic lives in :mod:`fleet.trace`, :mod:`fleet.profile`, :mod:`fleet.time_model`,
-:mod:`fleet.device_state`, :mod:`fleet.builders` (given sources) and
-:mod:`fleet.summary`; only :mod:`fleet.fleet_file`, :mod:`fleet.flash_data`,
-:mod:`fleet.fedscale` (its readers) and :mod:`fleet.cli` touch files.
-Errors: see :mod:`fleet.errors`. Format and formulas: docs/fleet.md.
+Pure logic lives in :mod:`fedbus.fleet.trace`, :mod:`fedbus.fleet.profile`, :mod:`fedbus.fleet.time_model`,
+:mod:`fedbus.fleet.device_state`, :mod:`fedbus.fleet.builders` (given sources) and
+:mod:`fedbus.fleet.summary`; only :mod:`fedbus.fleet.fleet_file`, :mod:`fedbus.fleet.flash_data`,
+:mod:`fedbus.fleet.fedscale` (its readers) and :mod:`fedbus.fleet.cli` touch files.
+Errors: see :mod:`fedbus.fleet.errors`. Format and formulas: docs/fleet.md.
 """
 
-from fleet.errors import (
+from fedbus.fleet.errors import (
     FleetError,
     FleetFileError,
     InvalidProfile,
     InvalidTrace,
     TraceSourceError,
 )
-from fleet.fleet_file import load_fleet, save_fleet
-from fleet.profile import STATIC_KEYS, DeviceProfile, Fleet
-from fleet.time_model import (
+from fedbus.fleet.fleet_file import load_fleet, save_fleet
+from fedbus.fleet.profile import STATIC_KEYS, DeviceProfile, Fleet
+from fedbus.fleet.time_model import (
     PhaseTimes,
     compute_rate,
     fedscale_completion_time,
@@ -25,7 +25,7 @@ from fleet.time_model import (
     transfer_time,
     workload_flops,
 )
-from fleet.trace import (
+from fedbus.fleet.trace import (
     DEFAULT_CYCLE_S,
     ActivityWindows,
     DeviceTrace,

@@ -23,8 +23,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fedbus_protocol import chunking, paho_speedups
-from fedbus_protocol.chunking import DEFAULT_CHUNK_SIZE
+from fedbus.protocol import chunking, paho_speedups
+from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class BrokerSettings:
     # paho keeps at most this many QoS>0 messages in flight per client; fan-out of tasks
     # to hundreds of agents would otherwise queue behind the default of 20.
     max_inflight: int = 1000
-    # Payloads above this travel as chunks (fedbus_protocol.chunking).
+    # Payloads above this travel as chunks (fedbus.protocol.chunking).
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
 

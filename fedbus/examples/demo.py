@@ -1,6 +1,6 @@
 """The main job, end to end on one machine: broker, coordinator and agents as processes.
 
-``python -m examples.demo`` starts mosquitto from the repo's ``mosquitto.conf`` on a free
+``python -m fedbus.examples.demo`` starts mosquitto from the repo's ``mosquitto.conf`` on a free
 loopback port, ``coordinator run jobs/digits.yaml``, and one ``edge-agent run`` process per
 partition; prints the coordinator's per-round accuracy; and stops everything it started,
 on success, on failure and on Ctrl-C.
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fedbus.examples.demo", description=__doc__)
     parser.add_argument("--job", default=str(REPO / "jobs" / "digits.yaml"))
     parser.add_argument(
         "--agents", type=int, default=None, help="default: the job's num_partitions"

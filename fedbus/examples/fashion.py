@@ -2,10 +2,10 @@
 
 ``make_model``, ``load_partition`` and ``load_test`` are a job's entry points:
 
-    model: examples.fashion:make_model
-    data: examples.fashion:load_partition
+    model: fedbus.examples.fashion:make_model
+    data: fedbus.examples.fashion:load_partition
     data_args: {num_partitions: 1000, alpha: 0.5, seed: 0}
-    test_data: examples.fashion:load_test
+    test_data: fedbus.examples.fashion:load_test
     test_data_args: {limit: 2000}
 
 ``path`` (a data argument) is a directory holding the four IDX files
@@ -17,7 +17,7 @@ process and every one of them calls ``load_partition``.
 
 Sizes: the 60,000 training images (6,000 per class) are partitioned over the clients, IID
 (``alpha`` None) or Dirichlet(alpha) label skew
-(:func:`examples.partition.dirichlet_partition`, which redraws until every client holds
+(:func:`fedbus.examples.partition.dirichlet_partition`, which redraws until every client holds
 at least 10 samples; any still short are topped up from the largest, seeded). At 500
 clients that is ~120 samples each, at 1,000 ~60. Every client holds out ``test_frac`` of
 its own partition as its local validation split. ``max_samples`` first draws a seeded
@@ -29,7 +29,7 @@ It accepts (and ignores) the partitioning arguments, so ``test_data_args`` may a
 copy of ``data_args``; ``limit`` evaluates on a fixed uniform subset instead (seed 0,
 whatever the job's seed: the same samples in every run).
 
-Pixels are scaled like :mod:`examples.mnist`: ``(x / 255 - 0.2860) / 0.3530``, the
+Pixels are scaled like :mod:`fedbus.examples.mnist`: ``(x / 255 - 0.2860) / 0.3530``, the
 Fashion-MNIST training-set statistics.
 """
 
@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from examples.mnist import top_up
-from examples.partition import (
+from fedbus.examples.mnist import top_up
+from fedbus.examples.partition import (
     dirichlet_partition,
     iid_partition,
     sample_indices,
@@ -80,7 +80,7 @@ _LIMIT_SEED = 0
 
 
 def make_model() -> nn.Module:
-    """784-128-10 MLP (~102k parameters), the same shape as :func:`examples.mnist.make_model`."""
+    """784-128-10 MLP (~102k parameters), the same shape as :func:`fedbus.examples.mnist.make_model`."""
     return nn.Sequential(nn.Linear(NUM_FEATURES, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
 
 

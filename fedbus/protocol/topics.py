@@ -24,7 +24,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from fedbus_protocol.errors import InvalidTopic
+from fedbus.protocol.errors import InvalidTopic
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@=-]{1,128}$")
 

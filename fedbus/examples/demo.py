@@ -21,7 +21,7 @@ import yaml
 
 from coordinator.broker_process import BrokerProcess
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # fedbus/examples/demo.py -> the checkout
 
 
 def main(argv: list[str] | None = None) -> int:

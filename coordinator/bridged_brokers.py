@@ -1,0 +1,119 @@
+"""A core mosquitto and N site brokers bridged to it, on loopback (tests and benchmarks).
+
+Each site broker runs the shipped ``mosquitto.conf`` plus ``deploy/mosquitto/bridge.conf``
+filled in for that site, so what the tests exercise is the template an operator deploys.
+Agents connect to a site (``site_settings(i)``), the coordinator to the core
+(``core_settings()``); nothing in fedbus knows there is more than one broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from coordinator.broker_process import REPO_CONF, BrokerError, BrokerProcess
+from fedbus.protocol.bus import BrokerSettings
+
+BRIDGE_TEMPLATE = REPO_CONF.parent / "deploy" / "mosquitto" / "bridge.conf"
+
+
+def render_bridge(
+    template: str, *, site: str, core_host: str, core_port: int, prefix: str, password: str = ""
+) -> str:
+    """``bridge.conf`` with its ``${...}`` placeholders filled in; a missing one raises KeyError."""
+    return string.Template(template).substitute(
+        SITE=site,
+        CORE_HOST=core_host,
+        CORE_PORT=core_port,
+        PREFIX=prefix,
+        BRIDGE_PASSWORD=password or "unused-on-the-loopback-dev-listener",
+    )
+
+
+def bridge_state_topic(prefix: str, site: str) -> str:
+    """Where a bridge's retained 1 (connected) / 0 (not) lives: its ``notification_topic``."""
+    return f"{prefix}/bridges/{site}/state"
+
+
+@dataclasses.dataclass
+class BridgedBrokers:
+    core: BrokerProcess
+    sites: list[BrokerProcess]
+    site_names: list[str]
+    prefix: str
+
+    @classmethod
+    def create(cls, directory: Path, sites: int, prefix: str) -> BridgedBrokers:
+        core = BrokerProcess.create(directory / "core")
+        template = BRIDGE_TEMPLATE.read_text()
+        names = [f"site-{i}" for i in range(sites)]
+        site_brokers = [
+            BrokerProcess.create(
+                directory / name,
+                extra_conf=render_bridge(
+                    template, site=name, core_host="127.0.0.1", core_port=core.port, prefix=prefix
+                ),
+            )
+            for name in names
+        ]
+        return cls(core, site_brokers, names, prefix)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.core.start()
+        for site in self.sites:
+            site.start()
+        self.wait_bridged(timeout)
+
+    def stop(self) -> None:
+        for broker in (*self.sites, self.core):
+            broker.stop()
+
+    def core_settings(self, **overrides: object) -> BrokerSettings:
+        return BrokerSettings(port=self.core.port, prefix=self.prefix, **overrides)  # type: ignore[arg-type]
+
+    def site_settings(self, index: int, **overrides: object) -> BrokerSettings:
+        return BrokerSettings(port=self.sites[index].port, prefix=self.prefix, **overrides)  # type: ignore[arg-type]
+
+    def site_of(self, agent_index: int) -> int:
+        """Agents spread round-robin over the sites."""
+        return agent_index % len(self.sites)
+
+    def restart_site(self, index: int, timeout: float = 20.0) -> None:
+        """A clean restart (SIGTERM: sessions and queues saved), then wait for its bridge."""
+        self.sites[index].stop()
+        self.sites[index].start()
+        self.wait_bridged(timeout, only=[self.site_names[index]])
+
+    def wait_bridged(self, timeout: float, only: list[str] | None = None) -> None:
+        """Block until the core holds a retained "1" for every (or each named) site's bridge."""
+        wanted = {bridge_state_topic(self.prefix, s) for s in (only or self.site_names)}
+        up: set[str] = set()
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+            with lock:
+                if message.topic in wanted:
+                    if message.payload == b"1":
+                        up.add(message.topic)
+                    else:
+                        up.discard(message.topic)
+                    if up == wanted:
+                        done.set()
+
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.on_message = on_message
+        client.on_connect = lambda c, *_: c.subscribe(f"{self.prefix}/bridges/+/state", qos=1)
+        client.connect("127.0.0.1", self.core.port)
+        client.loop_start()
+        try:
+            if not done.wait(timeout):
+                missing = sorted(wanted - up)
+                raise BrokerError(f"bridges not connected to the core within {timeout}s: {missing}")
+        finally:
+            client.disconnect()
+            client.loop_stop()

@@ -2,6 +2,8 @@
 
 Each site broker runs the shipped ``mosquitto.conf`` plus ``deploy/mosquitto/bridge.conf``
 filled in for that site, so what the tests exercise is the template an operator deploys.
+With ``core_pulls`` the core also runs ``bridge-core.conf`` once per site and the sites'
+bridges lose their ``out`` lines (the lower-latency layout of docs/scale-out.md).
 Agents connect to a site (``site_settings(i)``), the coordinator to the core
 (``core_settings()``); nothing in fedbus knows there is more than one broker.
 """
@@ -9,16 +11,19 @@ Agents connect to a site (``site_settings(i)``), the coordinator to the core
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 import threading
 from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from coordinator.broker_process import REPO_CONF, BrokerError, BrokerProcess
+from coordinator.broker_process import REPO_CONF, BrokerError, BrokerProcess, free_port
 from fedbus.protocol.bus import BrokerSettings
 
 BRIDGE_TEMPLATE = REPO_CONF.parent / "deploy" / "mosquitto" / "bridge.conf"
+CORE_PULL_TEMPLATE = REPO_CONF.parent / "deploy" / "mosquitto" / "bridge-core.conf"
+_OUT_TOPIC = re.compile(r"(?m)^topic \S+ out [012]\n")
 
 
 def render_bridge(
@@ -34,6 +39,24 @@ def render_bridge(
     )
 
 
+def render_core_pull(
+    template: str, *, site: str, site_host: str, site_port: int, prefix: str, password: str = ""
+) -> str:
+    """``bridge-core.conf`` for one site, placeholders filled in."""
+    return string.Template(template).substitute(
+        SITE=site,
+        SITE_HOST=site_host,
+        SITE_PORT=site_port,
+        PREFIX=prefix,
+        CORE_PASSWORD=password or "unused-on-the-loopback-dev-listener",
+    )
+
+
+def without_push(site_bridge: str) -> str:
+    """A site's bridge with its ``out`` topic lines deleted, as when the core pulls them."""
+    return _OUT_TOPIC.sub("", site_bridge)
+
+
 def bridge_state_topic(prefix: str, site: str) -> str:
     """Where a bridge's retained 1 (connected) / 0 (not) lives: its ``notification_topic``."""
     return f"{prefix}/bridges/{site}/state"
@@ -45,22 +68,39 @@ class BridgedBrokers:
     sites: list[BrokerProcess]
     site_names: list[str]
     prefix: str
+    core_pulls: bool = False
 
     @classmethod
-    def create(cls, directory: Path, sites: int, prefix: str) -> BridgedBrokers:
-        core = BrokerProcess.create(directory / "core")
-        template = BRIDGE_TEMPLATE.read_text()
+    def create(
+        cls, directory: Path, sites: int, prefix: str, *, core_pulls: bool = False
+    ) -> BridgedBrokers:
         names = [f"site-{i}" for i in range(sites)]
-        site_brokers = [
-            BrokerProcess.create(
-                directory / name,
-                extra_conf=render_bridge(
-                    template, site=name, core_host="127.0.0.1", core_port=core.port, prefix=prefix
-                ),
+        ports: list[int] = []
+        while len(ports) < sites:
+            port = free_port()
+            ports += [port] if port not in ports else []
+        core_conf = ""
+        if core_pulls:
+            pull = CORE_PULL_TEMPLATE.read_text()
+            core_conf = "\n".join(
+                render_core_pull(pull, site=n, site_host="127.0.0.1", site_port=p, prefix=prefix)
+                for n, p in zip(names, ports, strict=True)
             )
-            for name in names
-        ]
-        return cls(core, site_brokers, names, prefix)
+        core = BrokerProcess.create(directory / "core", extra_conf=core_conf)
+        template = BRIDGE_TEMPLATE.read_text()
+        site_brokers = []
+        for name, port in zip(names, ports, strict=True):
+            bridge = render_bridge(
+                template, site=name, core_host="127.0.0.1", core_port=core.port, prefix=prefix
+            )
+            site_brokers.append(
+                BrokerProcess.create(
+                    directory / name,
+                    port=port,
+                    extra_conf=without_push(bridge) if core_pulls else bridge,
+                )
+            )
+        return cls(core, site_brokers, names, prefix, core_pulls)
 
     def start(self, timeout: float = 20.0) -> None:
         self.core.start()
@@ -90,7 +130,10 @@ class BridgedBrokers:
 
     def wait_bridged(self, timeout: float, only: list[str] | None = None) -> None:
         """Block until the core holds a retained "1" for every (or each named) site's bridge."""
-        wanted = {bridge_state_topic(self.prefix, s) for s in (only or self.site_names)}
+        sites = only or self.site_names
+        wanted = {bridge_state_topic(self.prefix, s) for s in sites}
+        if self.core_pulls:
+            wanted |= {bridge_state_topic(self.prefix, f"core-{s}") for s in sites}
         up: set[str] = set()
         done = threading.Event()
         lock = threading.Lock()

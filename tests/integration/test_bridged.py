@@ -43,9 +43,15 @@ SITES = 4
 ROUNDS = 4
 
 
-@pytest.fixture
-def bridged(tmp_path: Path) -> Iterator[BridgedBrokers]:
-    brokers = BridgedBrokers.create(tmp_path / "brokers", SITES, prefix=f"t{uuid.uuid4().hex[:8]}")
+@pytest.fixture(params=["push", "core-pulls"])
+def bridged(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BridgedBrokers]:
+    """Both layouts of docs/scale-out.md: sites push up their bridge, or the core pulls."""
+    brokers = BridgedBrokers.create(
+        tmp_path / "brokers",
+        SITES,
+        prefix=f"t{uuid.uuid4().hex[:8]}",
+        core_pulls=request.param == "core-pulls",
+    )
     try:
         brokers.start()
         yield brokers

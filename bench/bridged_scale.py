@@ -14,7 +14,7 @@ the peak RSS of every process; then each bridged layout's round time over single
 Targets (issue 20): connect <= 60 s; overhead <= 150 ms per round at 5,000 agents; bridged
 round time within 1.5x of single-broker.
 
-    python bench/bridged_scale.py [--agents 1000] [--per-round 100] [--rounds 5] [--sites 4]
+    python bench/bridged_scale.py [--agents 1000] [--per-round 100] [--rounds 10] [--sites 4]
 """
 
 from __future__ import annotations
@@ -191,7 +191,10 @@ def report(result: Result, args: argparse.Namespace) -> None:
         f"[{result.topology}] coordinator overhead per round (median): "
         f"{median(result.overhead_ms):.1f} ms (target <= 150 ms at 5,000)"
     )
-    print(f"[{result.topology}] end-to-end round time (median): {median(result.round_s):.2f} s")
+    print(
+        f"[{result.topology}] end-to-end round time: median {median(result.round_s):.2f} s, "
+        f"best {min(result.round_s, default=float('nan')):.2f} s"
+    )
     print(
         f"[{result.topology}] peak RSS MB: "
         + ", ".join(f"{name} {mb:.0f}" for name, mb in result.rss_mb.items())
@@ -204,7 +207,7 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--per-round", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument(
         "--topology", choices=("all", *TOPOLOGIES), default="all", help="(default: all three)"
@@ -216,8 +219,11 @@ def main() -> None:
     topologies = TOPOLOGIES if args.topology == "all" else (args.topology,)
     results = {}
     for topology in topologies:
+        load = os.getloadavg()[0]
         results[topology] = run_topology(topology, args, work / topology)
         report(results[topology], args)
+        # On a shared machine other work stretches rounds: say how busy it was.
+        print(f"[{topology}] load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     if "single" in results:
         for layout in ("push", "pull"):
             if layout in results:

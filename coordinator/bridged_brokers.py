@@ -112,24 +112,29 @@ class BridgedBrokers:
         for broker in (*self.sites, self.core):
             broker.stop()
 
-    def core_settings(self, **overrides: object) -> BrokerSettings:
-        return BrokerSettings(port=self.core.port, prefix=self.prefix, **overrides)  # type: ignore[arg-type]
+    def core_settings(self, keepalive: int = 15) -> BrokerSettings:
+        return BrokerSettings(port=self.core.port, prefix=self.prefix, keepalive=keepalive)
 
-    def site_settings(self, index: int, **overrides: object) -> BrokerSettings:
-        return BrokerSettings(port=self.sites[index].port, prefix=self.prefix, **overrides)  # type: ignore[arg-type]
+    def site_settings(self, index: int, keepalive: int = 15) -> BrokerSettings:
+        return BrokerSettings(port=self.sites[index].port, prefix=self.prefix, keepalive=keepalive)
 
     def site_of(self, agent_index: int) -> int:
         """Agents spread round-robin over the sites."""
         return agent_index % len(self.sites)
 
     def restart_site(self, index: int, timeout: float = 20.0) -> None:
-        """A clean restart (SIGTERM: sessions and queues saved), then wait for its bridge."""
+        """A clean restart (SIGTERM: sessions and queues saved), then wait for its bridges."""
+        name = self.site_names[index]
         self.sites[index].stop()
+        self.wait_bridged(timeout, only=[name], state=b"0")  # the core saw it go
         self.sites[index].start()
-        self.wait_bridged(timeout, only=[self.site_names[index]])
+        self.wait_bridged(timeout, only=[name])
 
-    def wait_bridged(self, timeout: float, only: list[str] | None = None) -> None:
-        """Block until the core holds a retained "1" for every (or each named) site's bridge."""
+    def wait_bridged(
+        self, timeout: float, only: list[str] | None = None, state: bytes = b"1"
+    ) -> None:
+        """Block until the core's retained state of every (or each named) site's bridges is
+        ``state``: b"1" connected, b"0" not."""
         sites = only or self.site_names
         wanted = {bridge_state_topic(self.prefix, s) for s in sites}
         if self.core_pulls:
@@ -141,7 +146,7 @@ class BridgedBrokers:
         def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
             with lock:
                 if message.topic in wanted:
-                    if message.payload == b"1":
+                    if message.payload == state:
                         up.add(message.topic)
                     else:
                         up.discard(message.topic)
@@ -156,7 +161,7 @@ class BridgedBrokers:
         try:
             if not done.wait(timeout):
                 missing = sorted(wanted - up)
-                raise BrokerError(f"bridges not connected to the core within {timeout}s: {missing}")
+                raise BrokerError(f"bridge state not {state!r} within {timeout}s: {missing}")
         finally:
             client.disconnect()
             client.loop_stop()

@@ -177,3 +177,30 @@ def test_every_variable_in_the_table_is_an_option_of_its_command(
         shown += capsys.readouterr().out
     for var in env_config.variables_for(program):
         assert f"env {var.name}]" in " ".join(shown.split()), var.name
+
+
+def test_the_agent_runs_in_its_data_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Prepare: a job's relative data path, and the directory it is relative to.
+    monkeypatch.chdir(tmp_path)  # restored after the test, whatever main() changes
+    data_dir = tmp_path / "site-data"
+    (data_dir / "data").mkdir(parents=True)
+    (data_dir / "data" / "part.csv").write_text("1,2\n")
+    seen = capture(monkeypatch, edge_agent.cli, "cmd_run")
+    monkeypatch.setenv("FEDBUS_DATA_DIR", str(data_dir))
+    # Execute
+    assert edge_agent.cli.main(["run", "--id", "a"]) == 0
+    # Assert: relative paths now resolve under the data directory.
+    assert seen and Path("data/part.csv").read_text() == "1,2\n"
+
+
+def test_a_missing_data_directory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    seen = capture(monkeypatch, edge_agent.cli, "cmd_run")
+    with pytest.raises(SystemExit) as exit_:
+        edge_agent.cli.main(["run", "--id", "a", "--data-dir", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert "--data-dir" in capsys.readouterr().err and seen == []

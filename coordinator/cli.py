@@ -16,7 +16,7 @@ from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
-from fedbus.protocol import bus
+from fedbus.protocol import bus, env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import (
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
 
+    env_config.apply_environment(parser, env_config.COORDINATOR)  # FEDBUS_*; flags win
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
+from fedbus.protocol import env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
 from fedbus.protocol.messages import Scalar
 from fedbus.protocol.topics import check_id
@@ -94,6 +96,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         default={},
         help="the job's data_args as a JSON object (with --data)",
     )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="run in this directory: relative data paths in a job's data_args are read from it",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,9 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 
+    env_config.apply_environment(parser, env_config.EDGE_AGENT)  # FEDBUS_*; flags win
     args = parser.parse_args(argv)
     if args.data_args and not args.data:
         parser.error("--data-args needs --data")
+    if args.data_dir:
+        # Jobs name data files relative to where the agent runs (data_args path: ...).
+        try:
+            os.chdir(args.data_dir)
+        except OSError as exc:
+            parser.error(f"--data-dir {args.data_dir}: {exc.strerror or exc}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -21,6 +21,7 @@ from fedbus.fleet.flash_data import DEFAULT_BANDWIDTH_SET
 from fedbus.fleet.fleet_file import load_fleet, save_fleet
 from fedbus.fleet.profile import Fleet
 from fedbus.fleet.summary import render, summarize
+from fedbus.protocol import env_config
 
 
 def _positive(text: str) -> int:
@@ -72,7 +73,9 @@ def _build(args: argparse.Namespace) -> Fleet:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        env_config.apply_environment(parser, env_config.FLEET)  # FEDBUS_*; flags win
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return exc.code if isinstance(exc.code, int) else 2
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fedbus.protocol.bus import BrokerSettings, parse_broker
 from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE
@@ -13,6 +14,11 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="fedbus", help="topic prefix")
     parser.add_argument("--username", help="secure listener: the user (an agent's is its id)")
     parser.add_argument("--password", help="secure listener: the password")
+    parser.add_argument(
+        "--password-file",
+        help="secure listener: a file whose first line is the password (services: keeps it "
+        "out of the command line and the environment)",
+    )
     parser.add_argument("--tls-ca", help="CA certificate of a TLS listener")
     parser.add_argument(
         "--chunk-mb",
@@ -29,7 +35,23 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
         port=port,
         prefix=args.prefix,
         username=args.username,
-        password=args.password,
+        password=args.password or read_password_file(getattr(args, "password_file", None)),
         tls_ca=args.tls_ca,
         chunk_size=max(1024, int(args.chunk_mb * 2**20)),
     )
+
+
+def read_password_file(path: str | None) -> str | None:
+    """The first line of ``path`` (None for no file); an unreadable file ends the command."""
+    if not path:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise SystemExit(
+            f"error: cannot read the password file {path} (--password-file / "
+            f"FEDBUS_PASSWORD_FILE): {exc.strerror or exc}"
+        ) from exc
+    if not lines or not lines[0]:
+        raise SystemExit(f"error: the password file {path} is empty (--password-file)")
+    return lines[0]

@@ -87,6 +87,7 @@ from bench.ingest_common import (
     UPDATE_BYTES,
     Launcher,
     loadavg,
+    speedups_from_env,
 )
 from bench.ingest_probes import (
     Recorder,
@@ -101,6 +102,7 @@ from bench.ingest_replay import child_replay
 from coordinator.broker_process import BrokerProcess
 from coordinator.config import parse_job
 from coordinator.events import read_events
+from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
 from fedbus.protocol import bus
 from fedbus.protocol.messages import AgentStatus, decode_json
 from fedbus.protocol.topics import Topics
@@ -145,7 +147,7 @@ async def fedbus_phase(
     stalls: bool,
     launcher: Launcher,
 ) -> dict[str, Any]:
-    settings = bus.BrokerSettings(port=port)
+    settings = bus.BrokerSettings(port=port, speedups=speedups_from_env())
     topics = Topics(settings.prefix)
     name = f"ingest-{kind}"
     ids = [f"{kind}-{i}" for i in range(n)]
@@ -195,6 +197,7 @@ async def fedbus_phase(
         loop.set_debug(True)
         loop.slow_callback_duration = 0.050
     gc.callbacks.append(recorder.on_gc)
+    freeze = GcFreeze()  # as `coordinator run` does (coordinator/process_tuning.py)
     try:
         await wait_online(settings, set(ids), timeout=300)
         service = TimedService(
@@ -202,7 +205,7 @@ async def fedbus_phase(
             runs_dir=work / f"runs-{kind}",
             coordinator_id=f"coordinator-{kind}",
             accept_submissions=False,
-            on_runner=lambda runner: attach(runner, recorder),
+            on_runner=lambda runner: (attach(runner, recorder), freeze.attach(runner)),
         )
         service.recorder = recorder
         service.task_topics = {topics.agent_tasks(a) for a in ids}
@@ -276,6 +279,7 @@ def main() -> None:
         return None
 
     launcher = Launcher(nice=args.publisher_nice)
+    keep_freed_memory_mapped()  # as `coordinator run` does: this process hosts a coordinator
     phases = [p for p in args.phases.split(",") if p]
     work = Path(args.work or tempfile.mkdtemp(prefix="fedbus-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -288,6 +292,7 @@ def main() -> None:
         f"fedbus {tree}, paho-mqtt {paho.mqtt.__version__}, "
         f"{os.cpu_count()} cores, load {loadavg()}; {args.agents} publishers x "
         f"{UPDATE_BYTES / MB:.1f} MB; chunk size {bus.BrokerSettings().chunk_size / MB:.1f} MB; "
+        + f"paho speed-ups {','.join(sorted(speedups_from_env())) or 'off'}; "
         + (f"publishers at nice {launcher.nice}; " if launcher.nice else "")
         + f"work dir {work}",
         flush=True,

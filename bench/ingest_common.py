@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedbus.protocol import paho_speedups
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "bench" / "ingest.py"
 IN_FEATURES, OUT_FEATURES = 11_000, 1_000  # bench/big_model.py (not imported: no torch here)
 UPDATE_BYTES = (IN_FEATURES * OUT_FEATURES + OUT_FEATURES) * 4
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 MB = 1e6
+
+
+def speedups_from_env() -> frozenset[str]:
+    """The paho speed-ups to use, as every fedbus command reads them ($FEDBUS_PAHO_SPEEDUPS);
+    children inherit the variable, so every process of a run uses the same ones."""
+    return paho_speedups.parse_speedups(os.environ.get(paho_speedups.ENV_VAR, "on"))
 
 
 def loadavg() -> str:

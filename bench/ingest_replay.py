@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from bench.ingest_common import IN_FEATURES, OUT_FEATURES
+from bench.ingest_common import IN_FEATURES, OUT_FEATURES, speedups_from_env
 from fedbus.protocol import bus
 from fedbus.protocol.messages import (
     AgentProfile,
@@ -23,7 +23,7 @@ from fedbus.protocol.topics import Topics
 
 async def child_replay(port: int, agent: str, partition: int) -> None:
     """Answers every train task at once with a ready-made dense 11M-parameter update."""
-    settings = bus.BrokerSettings(port=port)
+    settings = bus.BrokerSettings(port=port, speedups=speedups_from_env())
     topics = Topics(settings.prefix)
     tensors = {
         "weight": np.full((OUT_FEATURES, IN_FEATURES), 1e-4, np.float32),

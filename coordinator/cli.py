@@ -15,6 +15,7 @@ from rich.console import Console
 from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
+from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
@@ -63,12 +64,21 @@ def _attach_printer(runner: JobRunner) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_job(args.job)
+    # Process-wide tuning belongs to the entry point, not the service (process_tuning.py).
+    keep_freed_memory_mapped()
+    freeze = GcFreeze()
+
+    def on_runner(runner: JobRunner) -> None:
+        freeze.attach(runner)
+        if not args.quiet:
+            _attach_printer(runner)
+
     service = CoordinatorService(
         broker_settings(args),
         runs_dir=Path(args.runs_dir),
         coordinator_id=args.id,
         accept_submissions=False,
-        on_runner=None if args.quiet else _attach_printer,
+        on_runner=on_runner,
     )
     service.submit(config)
     results = asyncio.run(service.serve(exit_when_idle=True))
@@ -90,8 +100,12 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    keep_freed_memory_mapped()
     service = CoordinatorService(
-        broker_settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
+        broker_settings(args),
+        runs_dir=Path(args.runs_dir),
+        coordinator_id=args.id,
+        on_runner=GcFreeze().attach,  # unfreezes when no loaded job runs any more
     )
     for path in args.jobs:
         service.submit(load_job(path))

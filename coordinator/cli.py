@@ -47,10 +47,10 @@ def print_round(event: Event) -> None:
     elif event.event == "ROUND_FAILED":
         console.print(f"round {event.round:4d}  [yellow]failed[/]: {d.get('reason')}")
     elif event.event == "JOB_END":
-        acc = d.get("accuracy")
+        final = d.get("accuracy")
         console.print(
             f"[bold]job {event.job} finished[/]: final test accuracy "
-            f"{acc if acc is None else f'{acc:.4f}'}"
+            f"{final if final is None else f'{final:.4f}'}"
         )
     elif event.event == "JOB_RESUMED":
         console.print(f"job {event.job} resumed after round {event.round}")
@@ -158,7 +158,7 @@ async def retained_status(
         async with asyncio.timeout(wait):
             async for message in client.messages:
                 with contextlib.suppress(FedbusProtocolError):
-                    return decode_json(CoordinatorStatus, bytes(message.payload))  # type: ignore[arg-type]
+                    return decode_json(CoordinatorStatus, bytes(message.payload))
     return None
 
 

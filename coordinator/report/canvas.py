@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coordinator.report.bands import Band, rolling_mean, round_band, smoothing_window
 from coordinator.report.runs import Group
@@ -23,7 +23,7 @@ DOTS_UP_TO = 20  # points; shorter curves mark each point (an evaluation, a roun
 # Okabe-Ito: distinguishable with colour-blindness and in greyscale print; yellow left out.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
-RC = {
+RC: dict[str, Any] = {
     "font.size": 11,
     "axes.titlesize": 13,
     "axes.titleweight": "bold",

@@ -196,7 +196,7 @@ def render(groups: Sequence[Group], clock: Clock, target: float | None, out: Pat
     out.mkdir(parents=True, exist_ok=True)
     palette = looks([g.label for g in groups])
     paths = [out / name for name in PLOTS]
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # matplotlib: literal keys
         plot_accuracy_vs_time(groups, palette, clock, target, paths[0])
         plot_accuracy_vs_round(groups, palette, target, paths[1])
         plot_round_duration(groups, palette, clock, paths[2])

@@ -159,6 +159,13 @@ def install_decoders() -> bool:
     )
 
 
+def uninstall_decoders() -> None:
+    """Give paho its own decoders back (idempotent)."""
+    if _packet is not None and STOCK_DECODE_PUBLISH is not None:
+        _packet.decode_publish = STOCK_DECODE_PUBLISH
+        _packet.decode_puback = STOCK_DECODE_PUBACK
+
+
 def decoders_installed() -> bool:
     """True when paho decodes with the functions above (process-wide)."""
     return (

@@ -45,6 +45,7 @@ from fedbus.protocol.paho_decoders import (
     decoders_installed,
     empty_publish_properties,
     install_decoders,
+    uninstall_decoders,
 )
 
 __all__ = [
@@ -56,12 +57,15 @@ __all__ = [
     "TESTED",
     "abandon_publishes",
     "active",
+    "decoders_installed",
     "empty_publish_properties",
     "install",
     "install_decoders",
     "messages",
     "parse_speedups",
+    "pending_publishes",
     "publish",
+    "uninstall_decoders",
 ]
 
 log = logging.getLogger(__name__)
@@ -340,6 +344,12 @@ async def _stock_publish(
     if sending.cancelled():
         raise aiomqtt.MqttError(abandoned.result())
     sending.result()
+
+
+def pending_publishes(client: aiomqtt.Client) -> int:
+    """How many :func:`publish` calls on ``client`` wait for a PUBACK (with
+    ``puback_futures``; 0 without: aiomqtt keeps its own count)."""
+    return len(vars(client).get(_ACKS, {}))
 
 
 def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:

@@ -16,7 +16,6 @@ into paho's and aiomqtt's private parts. Every patch below
 
 ``decoders``          paho decodes received PUBLISH/PUBACK packets with fedbus's functions
                       (process-wide: paho_decoders.py).
-``batched_writes``    writes made on the event loop go out in one batch per loop step.
 ``puback_futures``    QoS 1 publishes wait for their PUBACK on one future with one timer,
                       and a refused publish (PUBACK reason code) is logged.
 ``message_iterator``  received messages are taken from aiomqtt's queue without a task each.
@@ -29,7 +28,6 @@ import collections
 import contextlib
 import importlib.metadata
 import logging
-import threading
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -71,10 +69,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DECODERS = "decoders"
-BATCHED_WRITES = "batched_writes"
 PUBACK_FUTURES = "puback_futures"
 MESSAGE_ITERATOR = "message_iterator"
-ALL = frozenset({DECODERS, BATCHED_WRITES, PUBACK_FUTURES, MESSAGE_ITERATOR})
+ALL = frozenset({DECODERS, PUBACK_FUTURES, MESSAGE_ITERATOR})
+# Dropped: "batched_writes" (writes made on the event loop sent in one batch per loop step,
+# through paho's private _registered_write): no gain in two same-run A/Bs (bench/README.md).
 ENV_VAR = "FEDBUS_PAHO_SPEEDUPS"
 
 # The exact versions each patch was run against, whole suite and benchmarks: (paho-mqtt,
@@ -84,7 +83,6 @@ _PAHO = frozenset({"2.1.0", "2.2.0"})
 _AIOMQTT = frozenset({"2.3.0", "2.5.1"})
 TESTED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     DECODERS: (frozenset({"2.2.0"}), _AIOMQTT),  # paho < 2.2 has no separate decoders
-    BATCHED_WRITES: (_PAHO, _AIOMQTT),
     PUBACK_FUTURES: (_PAHO, _AIOMQTT),
     MESSAGE_ITERATOR: (_PAHO, _AIOMQTT),
 }
@@ -145,7 +143,6 @@ def install(client: aiomqtt.Client, wanted: Iterable[str] = ALL) -> frozenset[st
     wanted = frozenset(wanted)
     installers = {
         DECODERS: lambda: install_decoders(),
-        BATCHED_WRITES: lambda: _batch_loop_writes(client),
         PUBACK_FUTURES: lambda: _track_pubacks(client),
         MESSAGE_ITERATOR: lambda: _can_iterate(client),
     }
@@ -177,69 +174,6 @@ def install(client: aiomqtt.Client, wanted: Iterable[str] = ALL) -> frozenset[st
 def active(client: aiomqtt.Client) -> frozenset[str]:
     """The patches active on ``client`` (empty for a client :func:`install` never saw)."""
     return _ACTIVE.get(client, frozenset())
-
-
-# ---------------------------------------------------------------- batched writes
-def _batch_loop_writes(client: aiomqtt.Client) -> bool:
-    """Send what paho queues on the event loop's thread at the end of the loop's step.
-
-    aiomqtt answers paho's "I have data to write" with ``call_soon_threadsafe(add_writer)``
-    for every packet queued while the socket had nothing pending: a self-pipe write and
-    read, two ``epoll_ctl`` calls and an extra loop iteration before the ``send``. Each
-    PUBACK, task, result and update paid that (a coordinator sends ~150 packets a round
-    at N=50). On the loop's own thread this sends everything queued so far with one
-    ``loop_write`` from a ``call_soon`` callback, and registers a writer only when the
-    socket would block. Other threads (paho's CONNECT runs in an executor) keep
-    aiomqtt's path. False (nothing changed) when aiomqtt's internals are not as expected.
-    """
-    paho = getattr(client, "_client", None)
-    loop = getattr(client, "_loop", None)
-    threadsafe = getattr(paho, "on_socket_register_write", None)
-    if paho is None or loop is None or threadsafe is None:
-        return False
-    if not isinstance(getattr(client, "_disconnected", None), asyncio.Future):
-        return False
-    if not isinstance(getattr(paho, "_registered_write", None), bool):
-        return False  # flush() reads it to know whether paho still wants to write
-    loop_thread = threading.get_ident()  # aiomqtt.Client is made on the loop's thread
-    scheduled = False
-
-    def fail(exc: Exception) -> None:
-        # As aiomqtt's own writer callback: a failed write means a broken connection.
-        # Read afresh: aiomqtt makes a new disconnect future each time the client connects.
-        disconnected = client._disconnected
-        if not disconnected.done():
-            disconnected.set_exception(exc)
-
-    def write_ready() -> None:
-        try:
-            paho.loop_write()
-        except Exception as exc:
-            fail(exc)
-
-    def flush(sock: Any) -> None:
-        nonlocal scheduled
-        scheduled = False
-        try:
-            paho.loop_write()
-        except Exception as exc:
-            fail(exc)
-            return
-        # paho unregisters (``_registered_write`` false) once everything went out; if the
-        # socket would block, it stays registered and waits for ours to be writable.
-        if paho.want_write() and paho._registered_write and paho.socket() is sock:
-            loop.add_writer(sock.fileno(), write_ready)
-
-    def register_write(client_: Any, userdata: Any, sock: Any) -> None:
-        nonlocal scheduled
-        if threading.get_ident() != loop_thread:
-            threadsafe(client_, userdata, sock)
-        elif not scheduled:
-            scheduled = True
-            loop.call_soon(flush, sock)
-
-    paho.on_socket_register_write = register_write
-    return True
 
 
 # ---------------------------------------------------------------- acknowledged publishes

@@ -39,7 +39,7 @@ def client(speedups: frozenset[str]) -> bus.Client:
         ("off", frozenset()),
         ("", frozenset()),
         ("decoders", frozenset({"decoders"})),
-        (" decoders , batched_writes ", frozenset({"decoders", "batched_writes"})),
+        (" decoders , puback_futures ", frozenset({"decoders", "puback_futures"})),
     ],
 )
 def test_the_switch_reads_on_off_or_a_list(text: str, expected: frozenset[str]) -> None:
@@ -86,7 +86,7 @@ async def test_an_untested_paho_gets_stock_behaviour_and_a_warning_naming_it(
     assert bus.speedups(made) == frozenset()
     assert not paho_speedups.decoders_installed()
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert "batched_writes (paho-mqtt 2.99.0 is not a version it was tested on" in warning
+    assert "puback_futures (paho-mqtt 2.99.0 is not a version it was tested on" in warning
 
 
 async def test_an_untested_aiomqtt_is_named_too(

@@ -210,7 +210,8 @@ class OortSelector(ClientSelector[OortKnobs]):
             tab["duration"][unexplored], t_pref, self.knobs.round_penalty
         )
         window = top_k(init, int(self.knobs.sample_window * n_explore))
-        return unexplored[window[weighted_sample(self._rng, init[window], n_explore)]]
+        result: np.ndarray = unexplored[window[weighted_sample(self._rng, init[window], n_explore)]]
+        return result
 
     # -- feedback -------------------------------------------------------------------------
     def register_feedback(

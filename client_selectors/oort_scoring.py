@@ -83,7 +83,8 @@ def exploit_scores(
     """Oort's score of each explored candidate at selector call ``t``."""
     stat = (np.minimum(rewards, norm.clip) - norm.lo) / norm.span
     bonus = np.sqrt(0.1 * math.log(max(t, 1)) / np.maximum(last_feedback, 1))
-    return np.abs((stat + bonus) * system_penalty(durations, t_pref, alpha))
+    result: np.ndarray = np.abs((stat + bonus) * system_penalty(durations, t_pref, alpha))
+    return result
 
 
 def exploit_len(num: int, epsilon: float, num_scored: int) -> int:

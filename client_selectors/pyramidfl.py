@@ -62,7 +62,8 @@ def dropout_by_rank(gradient: np.ndarray, low: float, high: float) -> np.ndarray
     order = np.argsort(-gradient, kind="stable")
     rank = np.empty(k, dtype=np.float64)
     rank[order] = np.arange(k, dtype=np.float64)
-    return low + rank * (high - low) / max(k, 1)
+    result: np.ndarray = low + rank * (high - low) / max(k, 1)
+    return result
 
 
 def adapted_steps(
@@ -77,14 +78,15 @@ def adapted_steps(
         per_step = np.where(compute > 0.0, compute / local_steps, np.inf)
     idle_steps = np.floor(idle / per_step)  # 0 where there is no compute estimate
     ratio = np.minimum(MAX_EXTRA_RATIO, beta * idle_steps / local_steps) + 1.0
-    return np.floor(local_steps * ratio).astype(np.int64)
+    result: np.ndarray = np.floor(local_steps * ratio).astype(np.int64)
+    return result
 
 
 class PyramidFLSelector(OortSelector):
     """Oort plus gradient-utility-ranked dropout and idle-time local steps."""
 
     name: ClassVar[str] = "pyramidfl"
-    Knobs: ClassVar[type[PyramidFLKnobs]] = PyramidFLKnobs  # type: ignore[assignment]
+    Knobs: ClassVar[type[PyramidFLKnobs]] = PyramidFLKnobs
     columns: ClassVar[Mapping[str, Column]] = PYRAMIDFL_COLUMNS
     straggler_columns: ClassVar[tuple[str, ...]] = ("reward", "gradient")
     knobs: PyramidFLKnobs

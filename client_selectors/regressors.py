@@ -113,7 +113,8 @@ class LinearRegressor:
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self._coef is None:
             return np.zeros(x.shape[0], dtype=np.float64)
-        return np.asarray(x, dtype=np.float64) @ self._coef[:-1] + self._coef[-1]
+        result: np.ndarray = np.asarray(x, dtype=np.float64) @ self._coef[:-1] + self._coef[-1]
+        return result
 
 
 @dataclass(frozen=True)

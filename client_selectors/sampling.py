@@ -38,7 +38,7 @@ def weighted_sample(rng: np.random.Generator, weights: np.ndarray, k: int) -> np
     """k positions drawn without replacement, P proportional to weight, in draw order."""
     n = weights.shape[0]
     k = max(0, min(k, n))
-    gumbel = rng.gumbel(size=n)
+    gumbel = np.asarray(rng.gumbel(size=n), dtype=np.float64)
     if k == 0:
         return np.empty(0, dtype=np.int64)
     w = np.asarray(weights, dtype=np.float64)
@@ -46,7 +46,8 @@ def weighted_sample(rng: np.random.Generator, weights: np.ndarray, k: int) -> np
     pos_idx = np.flatnonzero(positive)
     if pos_idx.size >= k:
         keys = np.log(w[pos_idx]) + gumbel[pos_idx]
-        return pos_idx[top_k(keys, k)]
+        result: np.ndarray = pos_idx[top_k(keys, k)]
+        return result
     keys = np.log(w[pos_idx]) + gumbel[pos_idx]
     first = pos_idx[top_k(keys, pos_idx.size)]
     zero_idx = np.flatnonzero(~positive)

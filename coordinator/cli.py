@@ -15,6 +15,7 @@ from rich.console import Console
 from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
+from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus, env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
@@ -46,10 +47,10 @@ def print_round(event: Event) -> None:
     elif event.event == "ROUND_FAILED":
         console.print(f"round {event.round:4d}  [yellow]failed[/]: {d.get('reason')}")
     elif event.event == "JOB_END":
-        acc = d.get("accuracy")
+        final = d.get("accuracy")
         console.print(
             f"[bold]job {event.job} finished[/]: final test accuracy "
-            f"{acc if acc is None else f'{acc:.4f}'}"
+            f"{final if final is None else f'{final:.4f}'}"
         )
     elif event.event == "JOB_RESUMED":
         console.print(f"job {event.job} resumed after round {event.round}")
@@ -63,12 +64,21 @@ def _attach_printer(runner: JobRunner) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_job(args.job)
+    # Process-wide tuning belongs to the entry point, not the service (process_tuning.py).
+    keep_freed_memory_mapped()
+    freeze = GcFreeze()
+
+    def on_runner(runner: JobRunner) -> None:
+        freeze.attach(runner)
+        if not args.quiet:
+            _attach_printer(runner)
+
     service = CoordinatorService(
         broker_settings(args),
         runs_dir=Path(args.runs_dir),
         coordinator_id=args.id,
         accept_submissions=False,
-        on_runner=None if args.quiet else _attach_printer,
+        on_runner=on_runner,
     )
     service.submit(config)
     results = asyncio.run(service.serve(exit_when_idle=True))
@@ -90,8 +100,12 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    keep_freed_memory_mapped()
     service = CoordinatorService(
-        broker_settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
+        broker_settings(args),
+        runs_dir=Path(args.runs_dir),
+        coordinator_id=args.id,
+        on_runner=GcFreeze().attach,  # unfreezes when no loaded job runs any more
     )
     for path in args.jobs:
         service.submit(load_job(path))
@@ -144,7 +158,7 @@ async def retained_status(
         async with asyncio.timeout(wait):
             async for message in client.messages:
                 with contextlib.suppress(FedbusProtocolError):
-                    return decode_json(CoordinatorStatus, bytes(message.payload))  # type: ignore[arg-type]
+                    return decode_json(CoordinatorStatus, bytes(message.payload))
     return None
 
 

@@ -73,7 +73,7 @@ class EventLog:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """All events of a run directory's log (a torn last line from a crash is skipped)."""
-    events = []
+    events: list[dict[str, Any]] = []
     if not path.exists():
         return events
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -39,7 +39,7 @@ def build(model: str, seed: int) -> dict[str, np.ndarray]:
 def save(path: Path, tensors: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
-        np.savez(f, **tensors)
+        np.savez(f, **tensors)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:

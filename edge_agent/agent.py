@@ -219,7 +219,7 @@ class EdgeAgent:
     async def _report_failure(
         self, task: Task, reason: str, validation: ResultMeta | None = None
     ) -> None:
-        common = {
+        common: dict[str, Any] = {
             "job": task.job,
             "round": task.round,
             "agent": self.agent_id,
@@ -326,7 +326,7 @@ class EdgeAgent:
         self, task: Task, model: GlobalModel, task_id: str, round_: int
     ) -> ResultMeta:
         """The ResultMeta of evaluating ``model``: a failure is reported, not raised."""
-        common = {
+        common: dict[str, Any] = {
             "job": task.job,
             "round": round_,
             "agent": self.agent_id,

@@ -76,9 +76,9 @@ class MomentumSGD:
             used, params, g = self._all, self._targets, list(grads)  # type: ignore[arg-type]
         if self.proximal_mu > 0:
             anchor = [self._anchor[i] for i in used]
-            g = torch._foreach_add(g, torch._foreach_sub(params, anchor), alpha=self.proximal_mu)
+            g = torch._foreach_add(g, torch._foreach_sub(params, anchor), alpha=self.proximal_mu)  # type: ignore[assignment]  # a list in fact
         if self.weight_decay != 0:
-            g = torch._foreach_add(g, params, alpha=self.weight_decay)
+            g = torch._foreach_add(g, params, alpha=self.weight_decay)  # type: ignore[assignment]
         if self.momentum != 0:
             g = self._momentum(used, g)
         torch._foreach_add_(params, g, alpha=-self.lr)

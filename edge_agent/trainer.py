@@ -130,7 +130,7 @@ def set_training(model: nn.Module, mode: bool) -> None:
     modules = list(model.modules())
     if all(m.training == mode for m in modules):
         return
-    if all(_plain_mode_switch(type(m)) for m in modules):
+    if all(_plain_mode_switch(type(m)) for m in modules):  # type: ignore[arg-type]  # classes hash
         for m in modules:
             object.__setattr__(m, "training", mode)
     else:

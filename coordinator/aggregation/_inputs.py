@@ -54,7 +54,8 @@ def check_weights(weights: Weights, count: int) -> np.ndarray:
     if top <= 0:
         raise AggregationError("weights sum to zero")
     w = w / top  # keeps the sum finite even for weights near float64's largest
-    return w / w.sum()
+    result: np.ndarray = w / w.sum()
+    return result
 
 
 def check_out(stack: UpdateStack, out: np.ndarray | None) -> np.ndarray:

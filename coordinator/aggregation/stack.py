@@ -73,7 +73,8 @@ class UpdateStack:
         """
         k = self._index(k)
         self._written[k] = True
-        return self._buf[k]
+        result: np.ndarray = self._buf[k]
+        return result
 
     def put_dense(self, k: int, delta: np.ndarray) -> None:
         """Copy a dense (P,) delta of any float dtype into row k."""

@@ -162,7 +162,8 @@ def read_throughput(path: Path) -> ThroughputSeries | None:
         raise TraceSourceError(str(path), f"cannot read: {exc.strerror or exc}") from exc
     except (ValueError, IndexError) as exc:
         raise TraceSourceError(str(path), f"lines must be 'time_s Mbps' ({exc})") from exc
-    times, mbps = [], []
+    times: list[float] = []
+    mbps: list[float] = []
     for t, v in pairs:
         if not times or t > times[-1]:
             times.append(t)

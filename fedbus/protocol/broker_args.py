@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from fedbus.protocol import paho_speedups
 from fedbus.protocol.bus import BrokerSettings, parse_broker
 from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE
 
@@ -26,6 +28,21 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CHUNK_SIZE / 2**20,
         help="payloads above this many MiB travel as chunks (default 4)",
     )
+    parser.add_argument(
+        "--paho-speedups",
+        type=_speedups,
+        default=os.environ.get(paho_speedups.ENV_VAR, "on"),
+        help=f"on, off, or a comma-separated list of {', '.join(sorted(paho_speedups.ALL))}: "
+        f"the paho/aiomqtt patches to use (default: ${paho_speedups.ENV_VAR} or on)",
+    )
+
+
+def _speedups(text: str) -> frozenset[str]:
+    """argparse applies this to the default too, so a bad environment value is reported."""
+    try:
+        return paho_speedups.parse_speedups(text, f"${paho_speedups.ENV_VAR} or --paho-speedups")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
@@ -38,6 +55,7 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
         password=args.password or read_password_file(getattr(args, "password_file", None)),
         tls_ca=args.tls_ca,
         chunk_size=max(1024, int(args.chunk_mb * 2**20)),
+        speedups=args.paho_speedups,
     )
 
 

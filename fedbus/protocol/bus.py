@@ -50,6 +50,8 @@ class BrokerSettings:
     max_inflight: int = 1000
     # Payloads above this travel as chunks (fedbus.protocol.chunking).
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    # The paho/aiomqtt patches make_client may install (paho_speedups; --paho-speedups).
+    speedups: frozenset[str] = paho_speedups.ALL
 
 
 def parse_broker(spec: str, default_port: int = 1883) -> tuple[str, int]:
@@ -71,7 +73,8 @@ def make_client(
     will_payload: bytes | None = None,
     persistent: bool = True,
 ) -> aiomqtt.Client:
-    paho_speedups.install_decoders()
+    """An MQTT 5 client for ``settings``, with the speed-ups of ``settings.speedups`` that
+    pass their version guards (:func:`speedups` says which; the others log a warning)."""
     will = (
         aiomqtt.Will(will_topic, will_payload, qos=1, retain=True)
         if will_topic is not None
@@ -101,9 +104,16 @@ def make_client(
     # aiomqtt warns once more than 10 publishes await their PUBACK; fedbus keeps a round's
     # fan-out of tasks and its events in flight at once on purpose, up to max_inflight.
     client.pending_calls_threshold = max(settings.max_inflight, 10)
-    paho_speedups.batch_loop_writes(client)
-    paho_speedups.track_pubacks(client)
+    installed = paho_speedups.install(client, settings.speedups)
+    log.debug(
+        "mqtt client %s: paho speed-ups %s", client_id, ", ".join(sorted(installed)) or "none"
+    )
     return client
+
+
+def speedups(client: aiomqtt.Client) -> frozenset[str]:
+    """The paho speed-ups active on a client from :func:`make_client`."""
+    return paho_speedups.active(client)
 
 
 class Backoff:

@@ -155,7 +155,8 @@ def encode(
         if into is not None and start > written:
             view[written:start] = bytes(start - written)  # a reused buffer's old bytes
         if array.nbytes:
-            view[start : start + array.nbytes] = array.reshape(-1).view(np.uint8)
+            # ndarray has the buffer protocol; numpy declares __buffer__ only for 3.12+.
+            view[start : start + array.nbytes] = array.reshape(-1).view(np.uint8)  # type: ignore[call-overload]
         written = start + array.nbytes
     return out
 

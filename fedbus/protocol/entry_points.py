@@ -49,7 +49,7 @@ def resolve(spec: str) -> Callable[..., Any]:
         raise EntryPointError(
             f"entry point {spec!r}: cannot import {module_name!r}: {exc}"
         ) from exc
-    target = getattr(module, attr, None)
+    target: Callable[..., Any] | None = getattr(module, attr, None)
     if not callable(target):
         raise EntryPointError(
             f"entry point {spec!r}: {attr!r} is not a callable in {module_name!r}"

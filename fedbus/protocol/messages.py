@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,7 +21,7 @@ from fedbus.protocol.codec import Envelope, Tensor, decode, encode
 from fedbus.protocol.errors import InvalidMessage
 from fedbus.protocol.topics import check_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Scalar = str | int | float | bool | None
 AgentId = Annotated[str, Field(min_length=1, max_length=128)]

@@ -1,19 +1,24 @@
-"""Faster paths through paho-mqtt for what fedbus does on every message, same results.
+"""Faster paths through paho-mqtt and aiomqtt's internals, each guarded and each optional.
 
-This is the only module of fedbus that reaches into paho's and aiomqtt's internals; each
-speed-up checks that the internals it relies on look as expected and otherwise leaves
-paho alone. Installed by :func:`fedbus.protocol.bus.make_client`.
+This and :mod:`fedbus.protocol.paho_decoders` are the only modules of fedbus that reach
+into paho's and aiomqtt's private parts. Every patch below
 
-- **PUBLISH decoding** copies the payload once instead of once per field.
-- **Empty property sections** (every fedbus message: no MQTT 5 properties are used) and
-  plain-success PUBACKs skip paho's ``Properties`` / ``ReasonCode`` constructors, which
-  build two 27-entry tables per object: ~12 us per message warm, on every received
-  PUBLISH and PUBACK. The objects handed on are equivalent (same class, same fields).
-- **Writes on the event loop** are sent in one batch at the end of the loop's current
-  step instead of through ``call_soon_threadsafe`` + ``add_writer`` per packet.
-- **QoS 1 publishes** wait for their PUBACK on one future with one timer, instead of
-  aiomqtt's event, ``wait_for`` task and scan of every pending call.
-- **Received messages** are taken from aiomqtt's queue without a task per message.
+- is installed only on the exact paho-mqtt and aiomqtt versions it was tested against
+  (``TESTED``: the two ends of pyproject's ranges, which CI runs the suite on), and only
+  when the internals it touches look as expected;
+- can be forced off: ``BrokerSettings.speedups`` (``--paho-speedups`` on every command,
+  default from ``FEDBUS_PAHO_SPEEDUPS``: ``on``, ``off`` or a comma-separated list);
+- falls back to stock paho / aiomqtt behaviour when not installed, and start-up logs one
+  warning naming each patch that is not active and why.
+
+:func:`install` applies the wanted ones to a new client and returns the active ones;
+:func:`active` says which are active on a client. The patches:
+
+``decoders``          paho decodes received PUBLISH/PUBACK packets with fedbus's functions
+                      (process-wide: paho_decoders.py).
+``puback_futures``    QoS 1 publishes wait for their PUBACK on one future with one timer,
+                      and a refused publish (PUBACK reason code) is logged.
+``message_iterator``  received messages are taken from aiomqtt's queue without a task each.
 """
 
 from __future__ import annotations
@@ -21,219 +26,161 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib.metadata
 import logging
-import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties, VariableByteIntegers
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import MQTTErrorCode
 
-try:
-    from paho.mqtt import _packet
-    from paho.mqtt.exception import MalformedPacket
-except ImportError:  # paho < 2.2: no separate decoders to replace
-    _packet = None  # type: ignore[assignment]
+from fedbus.protocol.paho_decoders import (
+    FAST_DECODE_PUBACK,
+    FAST_DECODE_PUBLISH,
+    STOCK_DECODE_PUBACK,
+    STOCK_DECODE_PUBLISH,
+    decoders_installed,
+    empty_publish_properties,
+    install_decoders,
+    uninstall_decoders,
+)
+
+__all__ = [
+    "ALL",
+    "FAST_DECODE_PUBACK",
+    "FAST_DECODE_PUBLISH",
+    "STOCK_DECODE_PUBACK",
+    "STOCK_DECODE_PUBLISH",
+    "TESTED",
+    "abandon_publishes",
+    "active",
+    "decoders_installed",
+    "empty_publish_properties",
+    "install",
+    "install_decoders",
+    "messages",
+    "parse_speedups",
+    "pending_publishes",
+    "publish",
+    "uninstall_decoders",
+]
 
 log = logging.getLogger(__name__)
 
-STOCK_DECODE_PUBLISH: Any = getattr(_packet, "decode_publish", None)
-STOCK_DECODE_PUBACK: Any = getattr(_packet, "decode_puback", None)
+DECODERS = "decoders"
+PUBACK_FUTURES = "puback_futures"
+MESSAGE_ITERATOR = "message_iterator"
+ALL = frozenset({DECODERS, PUBACK_FUTURES, MESSAGE_ITERATOR})
+# Dropped: "batched_writes" (writes made on the event loop sent in one batch per loop step,
+# through paho's private _registered_write): no gain in two same-run A/Bs (bench/README.md).
+ENV_VAR = "FEDBUS_PAHO_SPEEDUPS"
+
+# The exact versions each patch was run against, whole suite and benchmarks: (paho-mqtt,
+# aiomqtt). A version not listed gets stock behaviour and a warning until someone runs the
+# suite on it and adds it here (and widens pyproject's range).
+_PAHO = frozenset({"2.1.0", "2.2.0"})
+_AIOMQTT = frozenset({"2.3.0", "2.5.1"})
+TESTED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    DECODERS: (frozenset({"2.2.0"}), _AIOMQTT),  # paho < 2.2 has no separate decoders
+    PUBACK_FUTURES: (_PAHO, _AIOMQTT),
+    MESSAGE_ITERATOR: (_PAHO, _AIOMQTT),
+}
 
 
-# ---------------------------------------------------------------- cheap empty objects
-def _template_copier(template: object) -> Any:
-    """A function making copies of ``template`` that share its (read-only) lookup tables.
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
-    paho's constructors rebuild the same name/identifier tables for every object; nothing
-    in paho or aiomqtt writes to them afterwards. ``__dict__.update`` sets them without
-    ``Properties.__setattr__`` (which checks every name it is given against its table).
+
+PAHO_VERSION = _version("paho-mqtt")
+AIOMQTT_VERSION = _version("aiomqtt")
+
+
+def parse_speedups(text: str, source: str = ENV_VAR) -> frozenset[str]:
+    """``on`` / ``all``, ``off`` / ``none``, or a comma-separated list of patch names.
+
+    Raises ValueError naming ``source`` (the option or variable it came from).
     """
-    cls, state = type(template), dict(vars(template))
-
-    def copy() -> Any:
-        obj = object.__new__(cls)
-        obj.__dict__.update(state)
-        return obj
-
-    return copy
-
-
-empty_publish_properties = _template_copier(Properties(PacketTypes.PUBLISH))
-empty_puback_properties = _template_copier(Properties(PacketTypes.PUBACK))
-puback_success = _template_copier(ReasonCode(PacketTypes.PUBACK))
-
-
-# ---------------------------------------------------------------- PUBLISH decoding
-# paho (2.2) decodes a received PUBLISH with struct.unpack("!H{n}s") and slices, each of
-# which copies the whole rest of the packet: with MQTT 5 six copies of a 4 MB chunk, all
-# on the event loop (aiomqtt reads the socket in a loop callback), 5 ms of it per chunk
-# and the most frequent stack in the coordinator's loop stalls over 40 ms in
-# bench/ingest.py. The replacement below parses the same fields through a memoryview and
-# copies the payload once. It keeps paho's results and errors (MalformedPacket for what
-# paho rejects; tests/unit/protocol/test_bus_decode.py compares the two) and is installed
-# only where paho has that function and its result type has the expected fields.
-_PUBLISH_FIELDS = ("dup", "qos", "retain", "topic", "mid", "properties", "payload")
-_PUBACK_FIELDS = ("mid", "reason", "properties")
-# Bytes past the property section that paho may read while parsing it (a 4-byte
-# identifier and a 4-byte integer value that overrun a lying property length): handed
-# over as well, so a malformed section decodes or fails exactly as in paho.
-_PROPERTY_OVERRUN = 8
-
-
-def _decode_publish(header: int, packet: bytes | bytearray, protocol: int) -> Any:
-    """paho's ``decode_publish`` with one copy of the payload instead of one per field."""
-    dup = ((header & 0x08) >> 3) != 0
-    qos = (header & 0x06) >> 1
-    retain = (header & 0x01) != 0
-    with memoryview(packet) as view:
-        end = len(view)
-        if end < 2:
-            raise MalformedPacket("PUBLISH too short for its topic length")
-        pos = 2 + ((view[0] << 8) | view[1])
-        if pos > end:
-            raise MalformedPacket("PUBLISH topic runs past the packet")
-        topic = bytes(view[2:pos])
-        if protocol != MQTTProtocolVersion.MQTTv5 and len(topic) == 0:
-            raise MalformedPacket("topic can't be empty in MQTTv3")
-        mid = 0
-        if qos > 0:
-            if pos + 2 > end:
-                raise MalformedPacket("PUBLISH too short for its packet id")
-            mid = (view[pos] << 8) | view[pos + 1]
-            pos += 2
-        properties = None
-        if protocol == MQTTProtocolVersion.MQTTv5:
-            if pos < end and view[pos] == 0:
-                properties = empty_publish_properties()  # no properties: length byte 0
-                pos += 1
-            else:
-                properties = Properties(PacketTypes.PUBLISH)
-                # paho's unpack re-slices whatever it is given once per field: give it the
-                # property section (and what it may overrun), not the 4 MB behind it.
-                length, length_bytes = VariableByteIntegers.decode(view[pos : pos + 4])
-                section = bytes(view[pos : pos + length_bytes + length + _PROPERTY_OVERRUN])
-                _, used = properties.unpack(section)
-                pos += used
-        payload = bytes(view[pos:])
-    return _packet.PublishPacket(
-        dup=dup,
-        qos=qos,
-        retain=retain,
-        topic=topic,
-        mid=mid,
-        properties=properties,
-        payload=payload,
-    )
-
-
-def _decode_puback(header: int, packet: bytes | bytearray, protocol: int) -> Any:
-    """paho's ``decode_puback``, without building tables for a plain success (2 bytes)."""
-    if len(packet) == 2 and protocol == MQTTProtocolVersion.MQTTv5:
-        return _packet.PubackPacket(
-            mid=(packet[0] << 8) | packet[1],
-            reason=puback_success(),
-            properties=empty_puback_properties(),
+    value = text.strip().lower()
+    if value in ("on", "all", "1", "true"):
+        return ALL
+    if value in ("off", "none", "0", "false", ""):
+        return frozenset()
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(names - ALL)
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown paho speed-up {', '.join(map(repr, unknown))}; "
+            f"expected on, off or a comma-separated list of {', '.join(sorted(ALL))}"
         )
-    return STOCK_DECODE_PUBACK(header, packet, protocol)
+    return names
 
 
-# paho's own wrapper turns struct/index/value errors into MalformedPacket, as for its decoder.
-_convert = getattr(_packet, "convert_exception", None)
-FAST_DECODE_PUBLISH: Any = _convert(_decode_publish) if _convert is not None else None
-FAST_DECODE_PUBACK: Any = _convert(_decode_puback) if _convert is not None else None
+def _untested(name: str) -> str | None:
+    """Why ``name`` must not be installed on these versions; None when it may."""
+    paho_ok, aiomqtt_ok = TESTED[name]
+    if PAHO_VERSION not in paho_ok:
+        return f"paho-mqtt {PAHO_VERSION} is not a version it was tested on ({', '.join(sorted(paho_ok))})"
+    if AIOMQTT_VERSION not in aiomqtt_ok:
+        return f"aiomqtt {AIOMQTT_VERSION} is not a version it was tested on ({', '.join(sorted(aiomqtt_ok))})"
+    return None
 
 
-def _fields(name: str) -> Any:
-    return getattr(getattr(_packet, name, None), "_fields", None)
+# Which patches are active on each client (weak: a client's entry goes with it), and the
+# patches already warned about in this process (one warning each, at the first client).
+_ACTIVE: weakref.WeakKeyDictionary[aiomqtt.Client, frozenset[str]] = weakref.WeakKeyDictionary()
+_WARNED: set[str] = set()
 
 
-def install_decoders() -> bool:
-    """Make paho decode received PUBLISH and PUBACK packets as above (idempotent).
+def install(client: aiomqtt.Client, wanted: Iterable[str] = ALL) -> frozenset[str]:
+    """Apply the ``wanted`` patches that pass their guards to ``client``; the active ones.
 
-    Processes that never make a fedbus client (the bench's stock-paho reference) keep
-    paho's own. True when both are in place.
+    Logs one warning, the first time, naming each patch that is not active and why.
     """
-    if _packet is None or FAST_DECODE_PUBLISH is None or STOCK_DECODE_PUBACK is None:
-        return False
-    if _fields("PublishPacket") != _PUBLISH_FIELDS or _fields("PubackPacket") != _PUBACK_FIELDS:
-        return False  # a paho whose decoders we do not know: leave it alone
-    if _packet.decode_publish is STOCK_DECODE_PUBLISH:
-        _packet.decode_publish = FAST_DECODE_PUBLISH
-    if _packet.decode_puback is STOCK_DECODE_PUBACK:
-        _packet.decode_puback = FAST_DECODE_PUBACK
-    return (
-        _packet.decode_publish is FAST_DECODE_PUBLISH
-        and _packet.decode_puback is FAST_DECODE_PUBACK
-    )
+    wanted = frozenset(wanted)
+    installers = {
+        DECODERS: lambda: install_decoders(),
+        PUBACK_FUTURES: lambda: _track_pubacks(client),
+        MESSAGE_ITERATOR: lambda: _can_iterate(client),
+    }
+    active: set[str] = set()
+    missing: dict[str, str] = {}
+    for name in sorted(ALL):
+        if name not in wanted:
+            missing[name] = "switched off"
+        elif (why := _untested(name)) is not None:
+            missing[name] = why
+        elif installers[name]():
+            active.add(name)
+        else:
+            missing[name] = "the internals it relies on are not as expected"
+    if DECODERS in missing and decoders_installed():  # process-wide: an earlier client's
+        active.add(DECODERS)
+        del missing[DECODERS]
+    new = {name: why for name, why in missing.items() if name not in _WARNED}
+    if new:
+        _WARNED.update(new)
+        log.warning(
+            "paho speed-ups not active, stock paho/aiomqtt behaviour instead: %s",
+            "; ".join(f"{name} ({why})" for name, why in new.items()),
+        )
+    _ACTIVE[client] = frozenset(active)
+    return _ACTIVE[client]
 
 
-# ---------------------------------------------------------------- batched writes
-def batch_loop_writes(client: aiomqtt.Client) -> bool:
-    """Send what paho queues on the event loop's thread at the end of the loop's step.
-
-    aiomqtt answers paho's "I have data to write" with ``call_soon_threadsafe(add_writer)``
-    for every packet queued while the socket had nothing pending: a self-pipe write and
-    read, two ``epoll_ctl`` calls and an extra loop iteration before the ``send``. Each
-    PUBACK, task, result and update paid that (a coordinator sends ~150 packets a round
-    at N=50). On the loop's own thread this sends everything queued so far with one
-    ``loop_write`` from a ``call_soon`` callback, and registers a writer only when the
-    socket would block. Other threads (paho's CONNECT runs in an executor) keep
-    aiomqtt's path. False (nothing changed) when aiomqtt's internals are not as expected.
-    """
-    paho = getattr(client, "_client", None)
-    loop = getattr(client, "_loop", None)
-    disconnected = getattr(client, "_disconnected", None)
-    threadsafe = getattr(paho, "on_socket_register_write", None)
-    if paho is None or loop is None or disconnected is None or threadsafe is None:
-        return False
-    loop_thread = threading.get_ident()  # aiomqtt.Client is made on the loop's thread
-    scheduled = False
-
-    def fail(exc: Exception) -> None:
-        # As aiomqtt's own writer callback: a failed write means a broken connection.
-        if not disconnected.done():
-            disconnected.set_exception(exc)
-
-    def write_ready() -> None:
-        try:
-            paho.loop_write()
-        except Exception as exc:
-            fail(exc)
-
-    def flush(sock: Any) -> None:
-        nonlocal scheduled
-        scheduled = False
-        try:
-            paho.loop_write()
-        except Exception as exc:
-            fail(exc)
-            return
-        # paho unregisters (``_registered_write`` false) once everything went out; if the
-        # socket would block, it stays registered and waits for ours to be writable.
-        if paho.want_write() and paho._registered_write and paho.socket() is sock:
-            loop.add_writer(sock.fileno(), write_ready)
-
-    def register_write(client_: Any, userdata: Any, sock: Any) -> None:
-        nonlocal scheduled
-        if threading.get_ident() != loop_thread:
-            threadsafe(client_, userdata, sock)
-        elif not scheduled:
-            scheduled = True
-            loop.call_soon(flush, sock)
-
-    paho.on_socket_register_write = register_write
-    return True
+def active(client: aiomqtt.Client) -> frozenset[str]:
+    """The patches active on ``client`` (empty for a client :func:`install` never saw)."""
+    return _ACTIVE.get(client, frozenset())
 
 
 # ---------------------------------------------------------------- acknowledged publishes
 _ACKS = "_fedbus_pubacks"
 
 
-def track_pubacks(client: aiomqtt.Client) -> bool:
+def _track_pubacks(client: aiomqtt.Client) -> bool:
     """Let :func:`publish` wait for a PUBACK on a plain future (idempotent).
 
     aiomqtt's ``publish`` waits for each PUBACK with an ``asyncio.Event`` inside
@@ -275,23 +222,25 @@ def track_pubacks(client: aiomqtt.Client) -> bool:
 async def publish(
     client: aiomqtt.Client, topic: str, payload: bytes | bytearray, qos: int, retain: bool
 ) -> None:
-    """``client.publish(topic, payload, qos=qos, retain=retain)``, waiting on one future.
+    """``client.publish(topic, payload, qos=qos, retain=retain)``, ended early by
+    :func:`abandon_publishes`.
 
     As aiomqtt's: raises ``MqttCodeError`` when paho refuses the message and
     ``MqttError`` when no PUBACK comes within ``client.timeout`` seconds or the session is
-    abandoned (:func:`abandon_publishes`). A PUBACK with a failure reason code completes
-    the publish too (aiomqtt ignores them), with a warning naming the topic and reason.
+    abandoned. With ``puback_futures`` it waits on one future, and a PUBACK with a failure
+    reason code (which aiomqtt ignores) completes the publish with a warning naming the
+    topic and reason; without, it is aiomqtt's publish raced against the abandonment.
     """
     acks: dict[int, tuple[asyncio.Future[None], str]] | None = vars(client).get(_ACKS)
     if acks is None:
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        await _stock_publish(client, topic, payload, qos, retain)
         return
     info = client._client.publish(topic, payload, qos, retain)
     if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
         raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
     if qos == 0 or info.is_published():
         return
-    loop = client._loop
+    loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     acks[info.mid] = (waiter, topic)
     timer = loop.call_later(client.timeout, _time_out, waiter)
@@ -304,6 +253,39 @@ async def publish(
             del acks[info.mid]
 
 
+# Per client, set (to the reason) when its session is abandoned: stock publishes race it.
+_ABANDONED: weakref.WeakKeyDictionary[aiomqtt.Client, asyncio.Future[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _stock_publish(
+    client: aiomqtt.Client, topic: str, payload: bytes | bytearray, qos: int, retain: bool
+) -> None:
+    abandoned = _ABANDONED.get(client)
+    if abandoned is None:
+        abandoned = _ABANDONED[client] = asyncio.get_running_loop().create_future()
+    if abandoned.done():
+        raise aiomqtt.MqttError(abandoned.result())
+    sending = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+    try:
+        await asyncio.wait((sending, abandoned), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not sending.done():
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+    if sending.cancelled():
+        raise aiomqtt.MqttError(abandoned.result())
+    sending.result()
+
+
+def pending_publishes(client: aiomqtt.Client) -> int:
+    """How many :func:`publish` calls on ``client`` wait for a PUBACK (with
+    ``puback_futures``; 0 without: aiomqtt keeps its own count)."""
+    return len(vars(client).get(_ACKS, {}))
+
+
 def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:
     """Fail every :func:`publish` still waiting for a PUBACK on ``client`` (session over)."""
     acks: dict[int, tuple[asyncio.Future[None], str]] = vars(client).get(_ACKS, {})
@@ -311,6 +293,12 @@ def abandon_publishes(client: aiomqtt.Client, reason: str) -> None:
         if not waiter.done():
             waiter.set_exception(aiomqtt.MqttError(reason))
     acks.clear()
+    abandoned = _ABANDONED.get(client)
+    if abandoned is None:
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing can be waiting
+            abandoned = _ABANDONED[client] = asyncio.get_running_loop().create_future()
+    if abandoned is not None and not abandoned.done():
+        abandoned.set_result(reason)
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -319,25 +307,35 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 
 # ---------------------------------------------------------------- received messages
+def _can_iterate(client: aiomqtt.Client) -> bool:
+    """Whether aiomqtt's queue and disconnect future look as :func:`messages` needs."""
+    queue = getattr(client, "_queue", None)
+    return (
+        isinstance(queue, asyncio.Queue)
+        and isinstance(getattr(queue, "_getters", None), collections.deque)
+        and isinstance(getattr(client, "_disconnected", None), asyncio.Future)
+    )
+
+
 async def messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
     """``client.messages``, without a task and an ``asyncio.wait`` per message.
 
     aiomqtt's iterator wraps every ``queue.get()`` in a task and waits for it or the
-    disconnect with ``asyncio.wait``. This takes what is queued at once and otherwise
-    waits on one future that the queue's next put (as for any ``get``) or the disconnect
-    wakes. Same order and same end: ``MqttError`` once disconnected, after whatever
-    arrived before. Falls back to aiomqtt's iterator when its internals are not as
-    expected.
+    disconnect with ``asyncio.wait``. With ``message_iterator`` this takes what is queued
+    at once and otherwise waits on one future that the queue's next put (as for any
+    ``get``) or the disconnect wakes. Same order and same end: ``MqttError`` once
+    disconnected, after whatever arrived before. Without, it is aiomqtt's iterator.
     """
-    queue = getattr(client, "_queue", None)
-    disconnected = getattr(client, "_disconnected", None)
-    getters = getattr(queue, "_getters", None)
-    if queue is None or disconnected is None or not isinstance(getters, collections.deque):
+    if MESSAGE_ITERATOR not in active(client):
         async for message in client.messages:
             yield message
         return
+    queue = client._queue
+    getters: collections.deque[asyncio.Future[None]] = queue._getters  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     while True:
+        # aiomqtt replaces its disconnect future on each connect: read it afresh.
+        disconnected = client._disconnected
         if not queue.empty():
             yield queue.get_nowait()
             continue

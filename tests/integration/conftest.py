@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from coordinator.config import JobConfig, parse_job
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.trainer import LocalTrainer
-from fedbus.protocol import bus
+from fedbus.protocol import bus, paho_speedups
 from fedbus.protocol.messages import AgentProfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,9 +35,23 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         process.stop()
 
 
+# The paho speed-ups every client of the suite uses, as every fedbus command reads them:
+# FEDBUS_PAHO_SPEEDUPS=off runs the whole suite on stock paho/aiomqtt (.ci/run does).
+SPEEDUPS = paho_speedups.parse_speedups(os.environ.get(paho_speedups.ENV_VAR, "on"))
+
+
 @pytest.fixture
 def settings(broker: BrokerProcess) -> bus.BrokerSettings:
-    return bus.BrokerSettings(port=broker.port, prefix=f"t{uuid.uuid4().hex[:8]}", keepalive=5)
+    return bus.BrokerSettings(
+        port=broker.port, prefix=f"t{uuid.uuid4().hex[:8]}", keepalive=5, speedups=SPEEDUPS
+    )
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Return once ``condition()`` holds; TimeoutError after ``seconds``."""
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def receive(client: bus.Client, count: int, seconds: float = 60.0) -> list[bytes]:

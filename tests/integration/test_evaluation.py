@@ -21,7 +21,7 @@ from fedbus.protocol import bus
 from fedbus.protocol.messages import ResultMeta, Task, UpdateMeta, decode_envelope
 from fedbus.protocol.topics import TopicKind, Topics
 
-from .conftest import job_config, running_agents
+from .conftest import job_config, running_agents, wait_until
 
 ROUNDS = 4
 DATA_ARGS = {"num_partitions": 4, "alpha": 0.5, "seed": 0}
@@ -159,7 +159,8 @@ async def test_a_validation_rides_in_the_next_train_task_of_the_agents_it_trains
     service.submit(config)
     async with running_agents(settings, 4), asyncio.timeout(90):
         assert await service.serve(exit_when_idle=True) == {"itest": True}
-    await asyncio.sleep(0.2)  # the last messages reach the watcher
+    # The last round's results are the last messages the watcher gets: wait for them.
+    await wait_until(lambda: len({m.agent for m in results if m.round == ROUNDS}) == 4)
     watcher.cancel()
     # Assert: every round validated on all 4 agents ...
     events = read_events(tmp_path / "itest" / "events.jsonl")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import multiprocessing
 import os
@@ -76,7 +77,7 @@ from fedbus.protocol.messages import (
 from fedbus.protocol.params import ParamLayout
 from fedbus.protocol.topics import TopicKind, Topics
 
-from .conftest import job_config, running_agents
+from .conftest import SPEEDUPS, job_config, running_agents
 
 JOB = "itest"
 LAYOUT = ParamLayout.from_tensors(state_to_numpy(make_model()))
@@ -586,9 +587,7 @@ async def test_hostile_messages_change_nothing_but_the_rejection_counts(
     clean_broker = BrokerProcess.create(tmp_path / "clean-broker")
     clean_broker.start()
     try:
-        clean_settings = bus.BrokerSettings(
-            port=clean_broker.port, prefix=settings.prefix, keepalive=settings.keepalive
-        )
+        clean_settings = dataclasses.replace(settings, port=clean_broker.port)
         _, clean_status = await run_job(clean_settings, tmp_path / "clean", hostile=False)
     finally:
         clean_broker.stop()
@@ -678,7 +677,9 @@ async def test_broker_killed_mid_collection_and_restarted(tmp_path: Path, extra_
     # Prepare: 4 agents, 3 kept; the broker dies once round 2's first update reached it.
     broker = BrokerProcess.create(tmp_path / "broker", extra_conf=extra_conf)
     broker.start()
-    settings = bus.BrokerSettings(port=broker.port, prefix="restart", keepalive=5)
+    settings = bus.BrokerSettings(
+        port=broker.port, prefix="restart", keepalive=5, speedups=SPEEDUPS
+    )
     rounds = 4
     config = job_config(
         rounds=rounds,
@@ -849,7 +850,7 @@ async def test_broker_killed_while_an_agent_publishes(tmp_path: Path) -> None:
     # or subscription is lost with it: whatever an agent sends after the restart arrives.
     broker = BrokerProcess.create(tmp_path / "broker", extra_conf=SAVE_EVERY_CHANGE)
     broker.start()
-    settings = bus.BrokerSettings(port=broker.port, prefix="frozen", keepalive=5)
+    settings = bus.BrokerSettings(port=broker.port, prefix="frozen", keepalive=5, speedups=SPEEDUPS)
     agents_count, rounds = 3, 4
     config = job_config(
         rounds=rounds,

@@ -14,7 +14,7 @@ from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus
 
-from .conftest import job_config, running_agents
+from .conftest import SPEEDUPS, job_config, running_agents
 
 EIGHT_MB = 8 * 1024 * 1024
 
@@ -43,7 +43,10 @@ async def test_hundred_megabyte_model_over_eight_megabyte_packets(tmp_path: Path
     broker.start()
     try:
         settings = bus.BrokerSettings(
-            port=broker.port, prefix=f"t{uuid.uuid4().hex[:8]}", chunk_size=4 * 1024 * 1024
+            port=broker.port,
+            prefix=f"t{uuid.uuid4().hex[:8]}",
+            chunk_size=4 * 1024 * 1024,
+            speedups=SPEEDUPS,
         )
         config = job_config(
             name="big",

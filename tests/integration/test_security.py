@@ -24,6 +24,8 @@ from coordinator.credentials import add_user
 from fedbus.protocol import bus, paho_speedups
 from fedbus.protocol.topics import Topics
 
+from .conftest import SPEEDUPS
+
 REPO = Path(__file__).resolve().parents[2]
 ACL = REPO / "deploy" / "mosquitto" / "acl"
 NOT_AUTHORIZED = 0x87
@@ -56,7 +58,9 @@ def login(
 ) -> bus.BrokerSettings:
     if user is not None and password is None:
         password = USERS[user]
-    return bus.BrokerSettings(port=port, username=user, password=password, keepalive=5, **kw)
+    return bus.BrokerSettings(
+        port=port, username=user, password=password, keepalive=5, speedups=SPEEDUPS, **kw
+    )
 
 
 def client(settings: bus.BrokerSettings, name: str) -> bus.Client:
@@ -93,7 +97,10 @@ async def test_secure_listener_refuses_bad_logins(
 
 
 async def test_dev_listener_stays_anonymous(secure: BrokerProcess) -> None:
-    async with asyncio.timeout(10), client(bus.BrokerSettings(port=secure.port), "dev"):
+    async with (
+        asyncio.timeout(10),
+        client(bus.BrokerSettings(port=secure.port, speedups=SPEEDUPS), "dev"),
+    ):
         pass
 
 
@@ -157,6 +164,9 @@ async def test_refused_publish_is_acknowledged_not_authorized(secure: BrokerProc
         raw.loop_stop()
 
 
+@pytest.mark.skipif(
+    paho_speedups.PUBACK_FUTURES not in SPEEDUPS, reason="puback_futures switched off"
+)
 async def test_a_refused_publish_is_not_silent(
     secure: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

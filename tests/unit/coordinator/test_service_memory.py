@@ -1,47 +1,60 @@
-"""Process-wide memory settings of the service that keep its event loop from stalling."""
+"""Process-wide memory settings the coordinator's entry points apply (process_tuning.py)."""
 
 from __future__ import annotations
 
 import gc
 import platform
 import sys
-from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from coordinator.config import parse_job
 from coordinator.events import EventName
-from coordinator.service import CoordinatorService, keep_freed_memory_mapped
-from fedbus.protocol import bus
+from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
+from fedbus.protocol.messages import Event
 
 
-class _Group:
-    """Stands in for the service's TaskGroup: the job is created, not run."""
-
-    def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> None:
-        coro.close()
+def event(job: str, name: EventName, round_: int = 0) -> Event:
+    return Event(job=job, event=name.value, round=round_, ts=0.0)
 
 
-async def test_objects_alive_when_a_job_has_loaded_its_model_are_frozen(tmp_path: Path) -> None:
-    service = CoordinatorService(bus.BrokerSettings(), runs_dir=tmp_path)
-    service._group = _Group()  # type: ignore[assignment]
-    service.submit(parse_job({"name": "j", "model": "m:make", "data": "m:load"}, "<test>"))
-    runner = service.runners["j"]
-    runner.events.publish = None  # no broker here
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
     gc.unfreeze()
     try:
-        await runner.events.emit(EventName.AGENTS_READY, 0, {})
-        assert gc.get_freeze_count() == 0
-        await runner.events.emit(EventName.JOB_BEGIN, 0, {})
-        assert gc.get_freeze_count() > 0
-        gc.unfreeze()
-        await runner.events.emit(EventName.JOB_RESUMED, 3, {})
-        assert gc.get_freeze_count() > 0
+        yield
     finally:
         gc.unfreeze()
-        runner.events.close()
+
+
+def test_objects_alive_when_a_job_has_loaded_its_model_are_frozen(unfrozen: None) -> None:
+    freeze = GcFreeze()
+    freeze.on_event(event("j", EventName.AGENTS_READY))
+    assert gc.get_freeze_count() == 0
+    freeze.on_event(event("j", EventName.JOB_BEGIN))
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    freeze.on_event(event("j", EventName.JOB_RESUMED, 3))
+    assert gc.get_freeze_count() > 0
+
+
+def test_they_are_unfrozen_once_no_loaded_job_runs(unfrozen: None) -> None:
+    # A long-running serve: two jobs load, one ends (the other still needs its objects
+    # out of the collector's way), then the other fails: nothing stays frozen.
+    freeze = GcFreeze()
+    freeze.on_event(event("a", EventName.JOB_BEGIN))
+    freeze.on_event(event("b", EventName.JOB_BEGIN))
+    freeze.on_event(event("a", EventName.JOB_END))
+    assert gc.get_freeze_count() > 0
+    freeze.on_event(event("b", EventName.JOB_FAILED))
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_job_that_never_loaded_does_not_unfreeze_the_others(unfrozen: None) -> None:
+    freeze = GcFreeze()
+    freeze.on_event(event("a", EventName.JOB_BEGIN))
+    freeze.on_event(event("never-loaded", EventName.JOB_FAILED))
+    assert gc.get_freeze_count() > 0
 
 
 @pytest.mark.skipif(
@@ -49,4 +62,4 @@ async def test_objects_alive_when_a_job_has_loaded_its_model_are_frozen(tmp_path
 )
 def test_freed_heap_memory_stays_mapped_on_glibc() -> None:
     assert keep_freed_memory_mapped() is True
-    assert keep_freed_memory_mapped() is True  # and again, as each serve() does
+    assert keep_freed_memory_mapped() is True  # and again: idempotent

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +108,13 @@ def test_unsupported_version_says_so(tmp_path: Path) -> None:
         load_fleet(path)
 
 
-def test_a_thousand_clients_load_in_well_under_a_second(tmp_path: Path) -> None:
+def test_a_thousand_clients_round_trip(tmp_path: Path) -> None:
+    # How fast they load is a figure for bench/fleet_scale.py, not an assert here.
     path = tmp_path / "big.json.gz"
-    save_fleet(path, build_synthetic(1000, seed=1))
+    built = build_synthetic(1000, seed=1)
+    save_fleet(path, built)
 
-    began = time.perf_counter()
     fleet = load_fleet(path)
-    elapsed = time.perf_counter() - began
 
     assert len(fleet) == 1000
-    assert elapsed < 1.0, f"loading 1,000 clients took {elapsed:.2f} s"
+    assert fleet == built

@@ -174,9 +174,14 @@ def test_garbled_property_sections_decode_or_fail_as_in_paho(
 async def test_make_client_installs_it_once() -> None:
     from paho.mqtt import _packet
 
-    bus.make_client(bus.BrokerSettings(), "decoder-test")
-    assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
-    assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK
-    assert paho_speedups.install_decoders() is True
-    assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
-    assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK
+    had = paho_speedups.decoders_installed()
+    try:
+        bus.make_client(bus.BrokerSettings(speedups=frozenset({"decoders"})), "decoder-test")
+        assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
+        assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK
+        assert paho_speedups.install_decoders() is True
+        assert _packet.decode_publish is paho_speedups.FAST_DECODE_PUBLISH
+        assert _packet.decode_puback is paho_speedups.FAST_DECODE_PUBACK
+    finally:  # process-wide: leave them as the rest of the suite had them (on or off)
+        if not had:
+            paho_speedups.uninstall_decoders()

@@ -1,0 +1,116 @@
+"""Do the paho speed-ups pay? The same benchmarks with each set of patches, in one run.
+
+    .venv/bin/python bench/speedups_ab.py [--settings on,decoders,off] [--reps 2]
+                                          [--agents 10] [--rounds 4] [--sizes 10]
+
+Runs, for every rep and every setting of ``FEDBUS_PAHO_SPEEDUPS`` in turn (interleaved, so
+drift in the machine's load falls on every setting alike):
+
+ingest     ``bench/ingest.py --phases replay``: N publishers x 44 MB into the coordinator;
+           the median updates/s (first byte -> aggregated model) and the loop's worst lag.
+vs_flower  ``bench/vs_flower.py --engines fedbus``: the digits job on ``coordinator run`` +
+           N ``edge-agent run``; the median per-round time (rounds 2..R).
+
+Every process of a run (coordinator, agents, publishers) uses the setting. Prints each
+run's figures, then per setting the median over reps and the change against the first
+setting. A patch pays when switching it off costs more than the spread between reps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+INGEST_RATE = re.compile(r"^  median: ([\d.]+) updates/s", re.M)
+INGEST_LAG = re.compile(r"loop lag while updates stream in: max (\d+) ms")
+ROUND = re.compile(r"\] fedbus: [\d.]+ s, per-round ([\d.]+) (ms|s)")
+
+
+def run(argv: list[str], setting: str) -> str:
+    env = {**os.environ, "FEDBUS_PAHO_SPEEDUPS": setting}
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
+    return done.stdout
+
+
+def ingest(setting: str, agents: int, rounds: int) -> tuple[float | None, float | None]:
+    argv = ["bench/ingest.py", "--phases", "replay", "--agents", str(agents)]
+    out = run([*argv, "--rounds", str(rounds)], setting)
+    rate, lag = INGEST_RATE.search(out), INGEST_LAG.search(out)
+    return (float(rate[1]) if rate else None, float(lag[1]) if lag else None)
+
+
+def per_round(setting: str, size: int, rounds: int) -> float | None:
+    argv = ["bench/vs_flower.py", "--engines", "fedbus", "--sizes", str(size)]
+    found = ROUND.search(run([*argv, "--rounds", str(rounds)], setting))
+    if found is None:
+        return None
+    return float(found[1]) / (1000.0 if found[2] == "ms" else 1.0)
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def change(value: float | None, base: float | None) -> str:
+    if value is None or base is None or base == 0:
+        return "-"
+    return f"{100 * (value / base - 1):+.1f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--settings", default="on,decoders,off", help="separated by ';' or ','")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--agents", type=int, default=10, help="ingest publishers")
+    parser.add_argument("--rounds", type=int, default=4, help="ingest rounds")
+    parser.add_argument("--sizes", type=int, default=10, help="vs_flower agents")
+    parser.add_argument("--flower-rounds", type=int, default=10)
+    parser.add_argument("--benches", default="ingest,vs_flower")
+    args = parser.parse_args()
+    sep = ";" if ";" in args.settings else ","
+    settings = [s.strip() for s in args.settings.split(sep) if s.strip()]
+    benches = set(args.benches.split(","))
+    tree = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"fedbus {tree}, {os.cpu_count()} cores; settings {settings}, {args.reps} reps")
+    rates: dict[str, list[float | None]] = {s: [] for s in settings}
+    lags: dict[str, list[float | None]] = {s: [] for s in settings}
+    rounds: dict[str, list[float | None]] = {s: [] for s in settings}
+    for rep in range(args.reps):
+        for setting in settings:
+            line = f"rep {rep} {setting:<12}"
+            if "ingest" in benches:
+                rate, lag = ingest(setting, args.agents, args.rounds)
+                rates[setting].append(rate)
+                lags[setting].append(lag)
+                line += f" ingest {rate} updates/s, lag max {lag} ms;"
+            if "vs_flower" in benches:
+                rounds[setting].append(per_round(setting, args.sizes, args.flower_rounds))
+                line += f" per-round {rounds[setting][-1]} s"
+            print(line, flush=True)
+    base = settings[0]
+    print(f"\nmedians over {args.reps} reps (change against {base}):")
+    for setting in settings:
+        rate, lag, rnd = median(rates[setting]), median(lags[setting]), median(rounds[setting])
+        print(
+            f"  {setting:<12} ingest {rate} updates/s ({change(rate, median(rates[base]))}),"
+            f" lag max {lag} ms; per-round {rnd} s ({change(rnd, median(rounds[base]))})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -55,6 +55,16 @@ class AgentProfile(BaseModel):
     num_samples: int | None = None
     # Device metadata for selectors and the time model (emulated fleets fill it).
     static: dict[str, Scalar] = Field(default_factory=dict)
+    # What the multi-job scheduler matches against a job's ``requires:`` (all optional:
+    # left out, the coordinator derives them from the fields above).
+    accelerator: Literal["cpu", "cuda", "jetson"] | None = None
+    device_model: str | None = Field(None, max_length=128)
+    gpu_memory_gb: float | None = Field(None, ge=0)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32
+    )
+    # How many jobs' tasks the agent takes at once (the scheduler's rule is one).
+    capacity: int = Field(1, ge=1, le=64)
 
 
 class AgentStatus(Message):
@@ -71,6 +81,11 @@ class CoordinatorStatus(Message):
     ts: float = 0.0
     # A `coordinator serve` (subscribed to job submissions), not a one-job `run`.
     accepts_jobs: bool = False
+    # Jobs that wait for agents, and why (requirements no agent meets, agents held by
+    # other jobs): the scheduler's reason, in words.
+    waiting: dict[str, str] = Field(default_factory=dict)
+    # The scheduling policy of a `coordinator serve` (fifo, srsf, random, scarcity).
+    policy: str | None = None
 
 
 class JobStatus(Message):

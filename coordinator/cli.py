@@ -15,6 +15,7 @@ from rich.console import Console
 from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
+from coordinator.scheduler import Policy
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
@@ -91,7 +92,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     service = CoordinatorService(
-        broker_settings(args), runs_dir=Path(args.runs_dir), coordinator_id=args.id
+        broker_settings(args),
+        runs_dir=Path(args.runs_dir),
+        coordinator_id=args.id,
+        policy=args.policy,
     )
     for path in args.jobs:
         service.submit(load_job(path))
@@ -169,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("jobs", nargs="*", help="job YAML files to start with")
     serve.add_argument("--runs-dir", default="runs")
     serve.add_argument("--id", default="coordinator")
+    serve.add_argument(
+        "--policy",
+        choices=[p.value for p in Policy],
+        default="fifo",
+        help="which waiting job the shared agents go to first (see docs/scheduling.md)",
+    )
     add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -90,7 +90,7 @@ class CoordinatorStatus(Message):
 
 class JobStatus(Message):
     job: str
-    state: Literal["pending", "running", "finished", "failed"]
+    state: Literal["pending", "running", "finished", "failed", "cancelled"]
     round: int = 0
     rounds: int = 0
     phase: str = ""
@@ -128,6 +128,28 @@ class JobSubmission(Message):
 
     config: dict[str, Any]
     source: str = "<submitted>"
+
+
+class JobControl(Message):
+    """An operator's request to ``coordinator serve`` on the control topic.
+
+    ``cancel`` ends the job now (its agents go back to the pool); ``logs`` asks for the
+    last ``tail`` lines of its event log. The reply goes to the ``reply_to`` client's
+    reply topic (none without it).
+    """
+
+    action: Literal["cancel", "logs"]
+    job: str = Field(min_length=1, max_length=128)
+    reply_to: str | None = Field(None, min_length=1, max_length=128)
+    tail: int = Field(50, ge=0, le=10_000)
+
+
+class ControlReply(Message):
+    job: str
+    action: str
+    ok: bool
+    message: str = ""
+    lines: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- tasks (msgpack)

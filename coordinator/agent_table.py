@@ -10,7 +10,7 @@ rebuilt when agents come or go). Same rules as :func:`coordinator.eligibility.wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ class AgentTable:
     def __init__(self, agents: Sequence[AgentAttributes]) -> None:
         self.ids: list[str] = [a.agent for a in agents]
         self.index: dict[str, int] = {agent: i for i, agent in enumerate(self.ids)}
+        self._id_array = np.array(self.ids, dtype=object)
         self.attributes: dict[str, AgentAttributes] = {a.agent: a for a in agents}
         n = len(agents)
         self.memory_gb = np.fromiter((a.memory_gb for a in agents), np.float64, n)
@@ -49,7 +50,11 @@ class AgentTable:
             self._masks[requirements] = cached
         return cached
 
-    def positions(self, agents: Sequence[str]) -> np.ndarray:
+    def ids_at(self, chosen: np.ndarray) -> list[str]:
+        """The ids where boolean ``chosen`` is set, in table order."""
+        return self._id_array[chosen].tolist()  # type: ignore[no-any-return]
+
+    def positions(self, agents: Iterable[str]) -> np.ndarray:
         """Indices of the known ones of ``agents`` (unknown ids are skipped)."""
         index = self.index
         return np.fromiter((index[a] for a in agents if a in index), np.int64)

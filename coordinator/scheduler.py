@@ -99,6 +99,8 @@ class Scheduler:
         self._arrivals = 0
         self.jobs: dict[str, _Job] = {}
         self.holds: dict[str, frozenset[str]] = {}
+        self._holders: dict[str, set[str]] = {}  # agent -> the jobs holding it
+        self._held_at: dict[str, np.ndarray] = {}  # job -> table positions it holds
         self.table = AgentTable([])
         self._held = np.zeros(0, dtype=np.int64)
         self._claim_order = np.zeros(0, dtype=np.int64)
@@ -108,8 +110,9 @@ class Scheduler:
         """A new pool (agents came or went); holds carry over by agent id."""
         self.table = table
         self._held = np.zeros(len(table), dtype=np.int64)
-        for agents in self.holds.values():
-            self._count(agents, +1)
+        for job, agents in self.holds.items():
+            self._held_at[job] = table.positions(agents)
+            np.add.at(self._held, self._held_at[job], 1)
         self._claim_order = np.random.default_rng(self._seed).permutation(len(table))
 
     # -- jobs --------------------------------------------------------------------------
@@ -130,6 +133,7 @@ class Scheduler:
         self.hold(job, ())
         self.jobs.pop(job, None)
         self.holds.pop(job, None)
+        self._held_at.pop(job, None)
 
     # -- holds -------------------------------------------------------------------------
     def hold(self, job: str, agents: Iterable[str]) -> None:
@@ -145,12 +149,20 @@ class Scheduler:
                     f"agent {agent} is held by {sorted(holders)} (capacity {capacity}); "
                     f"job {job} may not hold it too"
                 )
-        self._count(old - new, -1)
-        self._count(new - old, +1)
+        for agent in old - new:
+            self._holders[agent].discard(job)
+            if not self._holders[agent]:
+                del self._holders[agent]
+        for agent in new - old:
+            self._holders.setdefault(agent, set()).add(job)
+        if job in self._held_at:
+            np.subtract.at(self._held, self._held_at[job], 1)
+        self._held_at[job] = self.table.positions(new)
+        np.add.at(self._held, self._held_at[job], 1)
         self.holds[job] = new
 
     def holders(self, agent: str) -> set[str]:
-        return {job for job, agents in self.holds.items() if agent in agents}
+        return set(self._holders.get(agent, ()))
 
     # -- decisions ---------------------------------------------------------------------
     def grant(self, job: str, candidates: Sequence[str] | None = None) -> Grant:
@@ -159,7 +171,7 @@ class Scheduler:
         table = self.table
         mask = table.mask(state.demand.requirements)
         avail = table.capacity - self._held
-        own = table.positions(sorted(self.holds.get(job, ())))
+        own = self._held_at.get(job, np.zeros(0, dtype=np.int64))
         avail[own] += 1  # its own held agents are free to it
         claims = self._claim(job, avail)
         chosen = np.zeros(len(table), dtype=bool)
@@ -169,7 +181,7 @@ class Scheduler:
             allowed = np.zeros(len(table), dtype=bool)
             allowed[table.positions(candidates)] = True
             chosen &= allowed
-        agents = tuple(table.ids[i] for i in np.flatnonzero(chosen))
+        agents = tuple(table.ids_at(chosen))
         eligible = int(mask.sum())
         reason = None
         if len(agents) < state.demand.needed:
@@ -233,11 +245,11 @@ class Scheduler:
                 f"requirements ({d.requirements.describe()}) met by {eligible} of "
                 f"{len(self.table)} online agents; the job needs {d.needed}"
             )
-        mask, index = self.table.mask(d.requirements), self.table.index
+        mask = self.table.mask(d.requirements)
         busy = sorted(
             other
-            for other, agents in self.holds.items()
-            if other != d.job and any(a in index and mask[index[a]] for a in agents)
+            for other, held in self._held_at.items()
+            if other != d.job and bool(mask[held].any())
         )
         ahead = "held by jobs " + ", ".join(busy) if busy else "claimed by jobs ahead in the queue"
         return f"{granted} of the {d.needed} agents it needs are free; the others are {ahead}"
@@ -247,10 +259,3 @@ class Scheduler:
             return self.jobs[job]
         except KeyError:
             raise SchedulerError(f"unknown job {job!r}") from None
-
-    def _count(self, agents: Iterable[str], step: int) -> None:
-        index = self.table.index
-        for agent in agents:
-            i = index.get(agent)
-            if i is not None:
-                self._held[i] += step

@@ -120,7 +120,9 @@ def simulate(fleet: Fleet, policy: str, *, sequential: bool, seed: int) -> Outco
     scheduler = Scheduler(policy, seed=seed)
     scheduler.set_table(table)
     utility_rng = np.random.default_rng(seed)
-    events: list[tuple[float, int, str, str]] = [(j.arrival, i, "arrive", j.name) for i, j in enumerate(JOBS)]
+    events: list[tuple[float, int, str, str]] = [
+        (j.arrival, i, "arrive", j.name) for i, j in enumerate(JOBS)
+    ]
     heapq.heapify(events)
     seq = len(JOBS)
     jobs: dict[str, _Running] = {}
@@ -195,7 +197,10 @@ def latency_at_scale(
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Wall and CPU seconds per grant at Propius's scale, per policy (holds churn)."""
     rng = random.Random(seed)
-    kinds, models = ("cpu", "cuda", "jetson"), ("Jetson AGX Orin", "Pixel 5", "RTX 4090", "Galaxy S10")
+    kinds, models = (
+        ("cpu", "cuda", "jetson"),
+        ("Jetson AGX Orin", "Pixel 5", "RTX 4090", "Galaxy S10"),
+    )
     table = AgentTable([
         AgentAttributes(
             f"a{i:05d}", rng.choice(kinds), rng.choice(models), rng.choice((2.0, 4.0, 8.0, 16.0)),
@@ -213,7 +218,9 @@ def latency_at_scale(
                 min_memory_gb=rng.choice((0.0, 4.0, 8.0)),
                 tags=(rng.choice(("x", "y")),) if j % 3 == 0 else (),
             )
-            scheduler.add_job(JobDemand(f"j{j}", requires, rng.randint(10, 300), 10, rng.randint(1, 100)))
+            scheduler.add_job(
+                JobDemand(f"j{j}", requires, rng.randint(10, 300), 10, rng.randint(1, 100))
+            )
         times: list[float] = []
         cpu: list[float] = []
         for d in range(decisions):
@@ -268,7 +275,9 @@ def main() -> None:
     results["sequential"] = simulate(fleet, "fifo", sequential=True, seed=args.seed)
     base = results["sequential"].avg_jct
     print(f"{len(JOBS)} jobs, {len(fleet)} devices, virtual clock (hours); JCT ratio vs sequential")
-    print(f"{'policy':<11} {'avg JCT':>8} {'ratio':>6} {'makespan':>9} {'decisions':>9} {'mean ms':>8} {'p99 ms':>7}")
+    print(
+        f"{'policy':<11} {'avg JCT':>8} {'ratio':>6} {'makespan':>9} {'decisions':>9} {'mean ms':>8} {'p99 ms':>7}"
+    )
     for name, r in results.items():
         print(
             f"{name:<11} {r.avg_jct / 3600:8.2f} {r.avg_jct / base:6.2f} {r.makespan / 3600:9.2f}"
@@ -277,11 +286,18 @@ def main() -> None:
     print("per-job JCT (hours):")
     print(f"{'job':<13}" + "".join(f"{n:>11}" for n in results))
     for spec in JOBS:
-        print(f"{spec.name:<13}" + "".join(f"{results[n].jct[spec.name] / 3600:11.2f}" for n in results))
+        print(
+            f"{spec.name:<13}"
+            + "".join(f"{results[n].jct[spec.name] / 3600:11.2f}" for n in results)
+        )
     best = min((n for n in results if n != "sequential"), key=lambda n: results[n].avg_jct)
-    print(f"best policy: {best}, avg JCT {results[best].avg_jct / base:.2f}x sequential (target <= 0.6)")
+    print(
+        f"best policy: {best}, avg JCT {results[best].avg_jct / base:.2f}x sequential (target <= 0.6)"
+    )
     scale = latency_at_scale(10_000, 20, args.decisions, args.seed)
-    print(f"decision latency at 10,000 agents x 20 jobs ({args.decisions} decisions; target <= 10 ms):")
+    print(
+        f"decision latency at 10,000 agents x 20 jobs ({args.decisions} decisions; target <= 10 ms):"
+    )
     print("  (wall p99/max include preemption on a shared machine; cpu is this thread's time)")
     for policy, (times, cpu) in scale.items():
         print(

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials, report, seed_model
+from coordinator import credentials, jobs_cli, report, seed_model, watch
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.scheduler import Policy
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser("credentials", help="users of the broker's secure listener")
     )
     report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
+    jobs_cli.configure(sub.add_parser("jobs", help="list, inspect, cancel or follow served jobs"))
+    watch.configure(sub.add_parser("watch", help="live view of jobs, rounds and agents"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

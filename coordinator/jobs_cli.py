@@ -36,6 +36,7 @@ from fedbus.protocol.topics import TopicKind, Topics
 console = Console(highlight=False)
 # Retained messages follow the SUBACK at once: this long without one means no more.
 QUIET_S = 1.0
+READ_AT_MOST_S = 5.0
 REPLY_WAIT_S = 15.0
 _ENDED = ("JOB_END", "JOB_FAILED")
 
@@ -43,7 +44,12 @@ _ENDED = ("JOB_END", "JOB_FAILED")
 async def read_retained(
     settings: bus.BrokerSettings,
 ) -> tuple[CoordinatorStatus | None, dict[str, JobStatus]]:
-    """The coordinator's retained status and every job's."""
+    """The coordinator's retained status and every job's.
+
+    The broker sends the retained ones right after the subscription; the first live
+    (not retained) message, a quiet second or five seconds end the reading: a busy job
+    republishes its status every round.
+    """
     topics = Topics(settings.prefix)
     coordinator: CoordinatorStatus | None = None
     jobs: dict[str, JobStatus] = {}
@@ -51,10 +57,13 @@ async def read_retained(
     async with client:
         await client.subscribe(topics.coordinator_status(), qos=1)
         await client.subscribe(topics.all_job_status(), qos=1)
+        until = asyncio.get_running_loop().time() + READ_AT_MOST_S
         with contextlib.suppress(TimeoutError):
             while True:
-                async with asyncio.timeout(QUIET_S):
+                async with asyncio.timeout(QUIET_S), asyncio.timeout_at(until):
                     message = await anext(aiter(client.messages))
+                if not message.retain:
+                    break
                 with contextlib.suppress(FedbusProtocolError):
                     payload = bytes(message.payload)  # type: ignore[arg-type]
                     kind = topics.parse(str(message.topic)).kind

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from coordinator.eligibility import attributes_of
 from fedbus.protocol.messages import AgentStatus, CoordinatorStatus, Event, JobStatus, Telemetry
@@ -77,7 +78,12 @@ class WatchState:
 
     # -- output ----------------------------------------------------------------------
     def render(self) -> Group:
-        return Group(self._jobs_table(), self._agents_table())
+        # Waiting reasons are sentences: under the table, not squeezed into a column.
+        waiting = self.coordinator.waiting if self.coordinator is not None else {}
+        reasons = [
+            Text(f"{job} waits: {why}", style="yellow") for job, why in sorted(waiting.items())
+        ]
+        return Group(self._jobs_table(), *reasons, self._agents_table())
 
     def _jobs_table(self) -> Table:
         c = self.coordinator
@@ -85,7 +91,7 @@ class WatchState:
             f"coordinator {c.coordinator} {c.state}  policy {c.policy or '-'}  jobs {len(c.jobs)}"
         )  # fmt: skip
         table = Table(title=title, title_justify="left", expand=True)
-        for column in ("job", "state", "round", "phase", "accuracy", "loss", "waiting for"):
+        for column in ("job", "state", "round", "phase", "accuracy", "loss"):
             table.add_column(column)
         waiting = c.waiting if c is not None else {}
         running = set(c.jobs) if c is not None else set()
@@ -99,7 +105,6 @@ class WatchState:
                 s.phase if s else "-",
                 _num(s.last_accuracy if s else None),
                 _num(s.last_loss if s else None),
-                waiting.get(name, ""),
             )
         return table
 

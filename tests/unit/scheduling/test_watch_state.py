@@ -44,7 +44,8 @@ def test_agents_are_busy_for_a_job_from_round_begin_to_round_end() -> None:
     assert "agents: 2 online, 1 busy" in busy and "agents: 2 online, 0 busy" in idle
     x_row = next(line for line in busy.splitlines() if "│ x " in line)
     assert "a" in x_row.split("│")[3] and "jetson Jetson Orin Nano" in x_row and "87" in x_row
-    assert any("b" in line and "waiting" in line and "no GPU" in line for line in busy.splitlines())
+    assert any("│ b " in line and "waiting" in line for line in busy.splitlines())
+    assert "b waits: no GPU" in busy
     assert any("2/9" in line and "0.5000" in line for line in busy.splitlines())
 
 

@@ -162,8 +162,13 @@ class CoordinatorService:
 
     def _status_changed(self) -> None:
         """Jobs came, went or wait for another reason: republish the retained status."""
-        if self._group is not None and self._link.connected.is_set():
-            self._group.create_task(self._publish_status(), name="coordinator-status")
+        if self._group is None or not self._link.connected.is_set():
+            return  # the next session publishes it
+        publishing = self._publish_status()
+        try:
+            self._group.create_task(publishing, name="coordinator-status")
+        except RuntimeError:  # the service is stopping; its last will says so
+            publishing.close()
 
     async def _publish_status(self) -> None:
         with contextlib.suppress(bus.MqttError):

@@ -144,8 +144,8 @@ async def _request(
                             reply = decode_json(ControlReply, payload)
                             for line in reply.lines:
                                 shown.add(_print_event_line(line))
-                            if not follow or not reply.ok:
-                                return reply
+                            if not follow or not reply.ok or any(k[0] in _ENDED for k in shown):
+                                return reply  # (following a job that has ended: done)
                             waiting.reschedule(None)  # follow until the job ends or ^C
                             for event in early:
                                 if _key(event) not in shown and _show(event):

@@ -93,3 +93,32 @@ async def test_watch_shows_running_jobs_and_agents_and_jobs_commands_work(
     assert cancel.returncode == 0 and "job watched cancelled" in cancel.stdout
     assert again.returncode == 1 and "job watched is not running" in again.stdout
     assert results == {"watched": False, "gpu-job": False}
+
+
+async def test_jobs_logs_follow_prints_events_until_the_job_ends(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: a three-round job. Whenever `logs -f` gets going, nothing is lost: it
+    # subscribes to the events before it asks for the log's tail.
+    three = {"data_args": {"num_partitions": 3, "alpha": 0.5, "seed": 0}}
+    service = CoordinatorService(settings, runs_dir=tmp_path)
+    service.submit(job_config(**three, name="followed", rounds=3, num_participants=3, min_agents=3))
+    serving = asyncio.create_task(service.serve())  # it stays to answer after the job
+    try:
+        async with asyncio.timeout(30):
+            await service.connected.wait()
+        # Execute
+        follow = asyncio.create_task(
+            asyncio.to_thread(cli, settings, "jobs", "logs", "followed", "-f", "--tail", "100")
+        )
+        async with tagged_agents(settings, 3), asyncio.timeout(120):
+            done = await follow
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    # Assert: every round once, and it stopped by itself at the job's end.
+    assert service.results == {"followed": True}
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[2] for line in lines if "ROUND_END" in line] == ["1", "2", "3"]
+    assert lines[-1].split()[3] == "JOB_END"

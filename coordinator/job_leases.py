@@ -61,8 +61,10 @@ class PoolLeases:
         self.scheduler.add_job(self._demand(config.name))
         return _BoundLease(self, config.name)
 
-    def remove(self, job: str) -> None:
-        self.scheduler.remove_job(job)
+    def remove(self, job: str, keep: Iterable[str] = ()) -> None:
+        """The job ended; ``keep``: agents still busy with its tasks, held until released."""
+        self._refresh()
+        self.scheduler.remove_job(job, keep)
         self._configs.pop(job, None)
         self._progress.pop(job, None)
         self._set_waiting(job, None)
@@ -73,6 +75,11 @@ class PoolLeases:
         grant = self.scheduler.grant(job, candidates)
         self._set_waiting(job, grant.reason)
         return list(grant.agents)
+
+    def release(self, job: str, agents: Iterable[str] | None = None) -> None:
+        """An ended job's kept agents answered (or their deadline passed): free them."""
+        self._refresh()
+        self.scheduler.release(job, agents)
 
     def hold(self, job: str, agents: Iterable[str]) -> None:
         self._refresh()

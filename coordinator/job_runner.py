@@ -220,6 +220,10 @@ class JobRunner:
         self.global_flat: np.ndarray
         # The multi-job scheduler's seam (set by the service): which agents may be asked.
         self.lease: JobLease | None = None
+        self._training: list[str] = []  # dispatched in the round now collecting
+        # Over-committed agents still training after their round closed, until their late
+        # answer or the round's deadline (monotonic): still busy with this job.
+        self._straggling: dict[str, float] = {}
 
     # -- publishing -------------------------------------------------------------------
     def _publish_soon(
@@ -453,15 +457,35 @@ class JobRunner:
         )
         return len(online) >= self.config.clients_required
 
+    @property
+    def straggling(self) -> dict[str, float]:
+        """Agents still training for a closed round, and until when (monotonic)."""
+        now = time.monotonic()
+        return {a: d for a, d in self._straggling.items() if d > now}
+
     def _granted(self, candidates: Sequence[str]) -> list[str]:
         """``candidates`` the scheduler lets this job ask now (all of them without one)."""
-        return list(candidates) if self.lease is None else self.lease.grant(candidates)
+        if self.lease is None:
+            return list(candidates)
+        if any(d <= time.monotonic() for d in self._straggling.values()):
+            self._hold()  # stragglers past the deadline go back to the pool
+        return self.lease.grant(candidates)
 
-    def _hold(self, training: Iterable[str] = ()) -> None:
-        """Tell the scheduler which agents have this job's tasks out: training, validation."""
-        if self.lease is not None:
-            pending = self._pending_eval
-            self.lease.hold([*training, *(pending.collection.assigned if pending else ())])
+    def _hold(self, training: Iterable[str] | None = None) -> None:
+        """Tell the scheduler which agents have this job's tasks out.
+
+        The round's (``training``; None: unchanged), stragglers of closed rounds, and the
+        outstanding validation's.
+        """
+        if self.lease is None:
+            return
+        if training is not None:
+            self._training = list(training)
+        now = time.monotonic()
+        self._straggling = {a: d for a, d in self._straggling.items() if d > now}
+        pending = self._pending_eval
+        validating = pending.collection.assigned if pending else ()
+        self.lease.hold([*self._training, *self._straggling, *validating])
 
     def _register_new_agents(self, online: list[str]) -> None:
         for agent in online:
@@ -717,7 +741,8 @@ class JobRunner:
         )
         self._remember_closed(assignments, "train")
         self._give_up_folded(requests)
-        self._hold()
+        self._straggling.update(dict.fromkeys(collection.pending, collection.deadline or 0.0))
+        self._hold(())
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -1151,6 +1176,8 @@ class JobRunner:
             meta, tensors = decode_update(item.payload, max_bytes)
         if meta.task_id in self._closed_tasks and meta.agent == item.agent:
             self.late_updates += 1
+            if self._straggling.pop(item.agent, None) is not None:
+                self._hold()  # done with this job: back to the pool
             log.info("job %s: late update from %s for round %d", self.job, item.agent, meta.round)
             return
         if collection is not None and item.agent in collection.lost:

@@ -128,12 +128,25 @@ class Scheduler:
         """New progress (rounds left) for a known job; arrival and score stay."""
         self._job(demand.job).demand = demand
 
-    def remove_job(self, job: str) -> None:
-        """The job ended: it leaves the queue and lets go of every agent."""
-        self.hold(job, ())
+    def remove_job(self, job: str, keep: Iterable[str] = ()) -> None:
+        """The job ended: it leaves the queue and lets go of its agents but ``keep``.
+
+        ``keep``: agents still working on its last tasks (stragglers); they stay held
+        until :meth:`release` lets them go.
+        """
         self.jobs.pop(job, None)
-        self.holds.pop(job, None)
-        self._held_at.pop(job, None)
+        self.hold(job, keep)
+        if not self.holds[job]:
+            self.release(job)
+
+    def release(self, job: str, agents: Iterable[str] | None = None) -> None:
+        """An ended job lets go of ``agents`` (None: all) it kept; a running job is untouched."""
+        if job in self.jobs or job not in self.holds:
+            return
+        self.hold(job, () if agents is None else self.holds[job] - frozenset(agents))
+        if not self.holds[job]:
+            del self.holds[job]
+            self._held_at.pop(job, None)
 
     # -- holds -------------------------------------------------------------------------
     def hold(self, job: str, agents: Iterable[str]) -> None:

@@ -234,7 +234,13 @@ class CoordinatorService:
         finally:
             self._job_tasks.pop(job, None)
             self.runners.pop(job, None)
-            self.leases.remove(job)
+            # Its stragglers still train its last round: held until they answer (below,
+            # in _route) or their deadline passes.
+            straggling = runner.straggling
+            self.leases.remove(job, keep=straggling)
+            if straggling:
+                wait = max(straggling.values()) - time.monotonic()
+                asyncio.get_running_loop().call_later(max(wait, 0.0), self.leases.release, job)
             log.info("job %s ended: %s", job, "ok" if self.results.get(job) else "not completed")
             self._status_changed()
             self._job_done.set()
@@ -340,6 +346,8 @@ class CoordinatorService:
                     runner = self.runners.get(parsed.job or "")
                     if runner is None:
                         log.debug("message for job %s, which is not running", parsed.job)
+                        if parsed.kind is TopicKind.JOB_UPDATE:  # a late answer: it is free
+                            self.leases.release(parsed.job or "", [parsed.agent or ""])
                         return
                     kind = "update" if parsed.kind is TopicKind.JOB_UPDATE else "result"
                     runner.inbox.put_nowait(

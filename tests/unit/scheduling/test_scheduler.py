@@ -199,3 +199,17 @@ def test_random_event_sequences_never_double_book_or_break_eligibility(policy: s
             assert all(is_eligible(req, by_id[a]) for a in held)
         for agent in agents:
             assert len(s.holders(agent.agent)) <= agent.capacity
+
+
+def test_an_ended_jobs_stragglers_stay_held_until_released() -> None:
+    s = scheduler(
+        "fifo", pool(3, 0), JobDemand("a", demand=3, needed=3), JobDemand("b", demand=3, needed=3)
+    )
+    s.hold("a", s.grant("a").agents)
+    s.remove_job("a", keep=["c002"])  # c002 still trains a's last round
+    grant = s.grant("b")
+    assert grant.agents == ("c000", "c001")
+    assert grant.reason == "2 of the 3 agents it needs are free; the others are held by jobs a"
+    s.release("b", ["c000"])  # a running job's holds are not released this way
+    s.release("a", ["c002"])
+    assert s.grant("b").reason is None and "a" not in s.holds

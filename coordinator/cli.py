@@ -91,6 +91,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Job arrivals, rounds, waits and ends, also without -v.
+    logging.getLogger("coordinator.jobs").setLevel(logging.INFO)
     service = CoordinatorService(
         broker_settings(args),
         runs_dir=Path(args.runs_dir),

@@ -14,6 +14,7 @@ from pathlib import Path
 from coordinator.config import JobConfig
 from fedbus.protocol.messages import Event
 
+# The lines a person running `coordinator serve` reads: on at INFO even without -v.
 log = logging.getLogger("coordinator.jobs")
 
 

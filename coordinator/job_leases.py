@@ -21,7 +21,7 @@ from coordinator.eligibility import attributes_of
 from coordinator.registry import AgentRegistry
 from coordinator.scheduler import JobDemand, Policy, Scheduler
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coordinator.jobs")  # shown by `coordinator serve` (job_control)
 
 
 class JobLease(Protocol):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from coordinator.config import JobConfig, JobConfigError, parse_job
 from coordinator.events import EventName
+from coordinator.job_control import log as job_log
 from coordinator.job_control import log_arrival, log_event, read_log_tail
 from coordinator.job_leases import PoolLeases
 from coordinator.job_runner import Inbound, JobRunner
@@ -219,7 +220,7 @@ class CoordinatorService:
             if job not in self._cancelled or not inner.cancelled():
                 raise  # the service itself is stopping
             self.results[job] = False
-            log.info("job %s cancelled after round %d", job, runner.completed_rounds)
+            job_log.info("job %s cancelled after round %d", job, runner.completed_rounds)
             status = JobStatus(
                 job=job,
                 state="cancelled",
@@ -241,7 +242,9 @@ class CoordinatorService:
             if straggling:
                 wait = max(straggling.values()) - time.monotonic()
                 asyncio.get_running_loop().call_later(max(wait, 0.0), self.leases.release, job)
-            log.info("job %s ended: %s", job, "ok" if self.results.get(job) else "not completed")
+            job_log.info(
+                "job %s ended: %s", job, "ok" if self.results.get(job) else "not completed"
+            )
             self._status_changed()
             self._job_done.set()
 

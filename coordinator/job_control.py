@@ -1,8 +1,8 @@
 """What `coordinator serve` logs and answers about its jobs (no MQTT here).
 
 :func:`log_event` is an event listener that logs a job's rounds and end at INFO, so a
-person running ``coordinator serve -v`` sees jobs arrive, progress and finish;
-:func:`read_log_tail` answers ``coordinator jobs logs JOB`` from the run directory.
+person running ``coordinator serve`` sees jobs arrive, wait, progress and finish;
+:func:`read_log_tail` and the ``*_reply`` builders answer ``coordinator jobs cancel|logs``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import deque
 from pathlib import Path
 
 from coordinator.config import JobConfig
-from fedbus.protocol.messages import Event
+from fedbus.protocol.messages import ControlReply, Event, JobControl
 
 # The lines a person running `coordinator serve` reads: on at INFO even without -v.
 log = logging.getLogger("coordinator.jobs")
@@ -48,6 +48,24 @@ def log_event(event: Event) -> None:
         log.info("job %s round %d failed: %s", event.job, event.round, d.get("reason"))
     elif event.event in ("JOB_END", "JOB_FAILED"):
         log.info("job %s: %s after round %d", event.job, event.event, event.round)
+
+
+def cancel_reply(request: JobControl, *, running: bool) -> ControlReply:
+    if not running:
+        return ControlReply(
+            job=request.job, action="cancel", ok=False, message=f"job {request.job} is not running"
+        )
+    return ControlReply(
+        job=request.job, action="cancel", ok=True, message=f"job {request.job} cancelled"
+    )
+
+
+def logs_reply(request: JobControl, lines: list[str] | None) -> ControlReply:
+    if lines is None:
+        return ControlReply(
+            job=request.job, action="logs", ok=False, message=f"no event log for job {request.job}"
+        )
+    return ControlReply(job=request.job, action="logs", ok=True, lines=lines)
 
 
 def read_log_tail(path: Path, lines: int) -> list[str] | None:

@@ -22,8 +22,14 @@ from pathlib import Path
 
 from coordinator.config import JobConfig, JobConfigError, parse_job
 from coordinator.events import EventName
+from coordinator.job_control import (
+    cancel_reply,
+    log_arrival,
+    log_event,
+    logs_reply,
+    read_log_tail,
+)
 from coordinator.job_control import log as job_log
-from coordinator.job_control import log_arrival, log_event, read_log_tail
 from coordinator.job_leases import PoolLeases
 from coordinator.job_runner import Inbound, JobRunner
 from coordinator.registry import AgentRegistry, Change
@@ -31,7 +37,6 @@ from fedbus.protocol import bus
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import (
     AgentStatus,
-    ControlReply,
     CoordinatorStatus,
     Event,
     JobControl,
@@ -250,26 +255,16 @@ class CoordinatorService:
 
     async def _control(self, request: JobControl) -> None:
         """``coordinator jobs cancel|logs``: act, and answer the asking client."""
-        ok, message, lines = True, "", []
         if request.action == "cancel":
             task = self._job_tasks.get(request.job)
-            if task is None:
-                ok, message = False, f"job {request.job} is not running"
-            else:
+            if task is not None:
                 self._cancelled.add(request.job)
                 task.cancel()
-                message = f"job {request.job} cancelled"
+            reply = cancel_reply(request, running=task is not None)
         else:
             path = self.runs_dir / request.job / "events.jsonl"
-            found = await asyncio.to_thread(read_log_tail, path, request.tail)
-            if found is None:
-                ok, message = False, f"no event log for job {request.job}"
-            else:
-                lines = found
+            reply = logs_reply(request, await asyncio.to_thread(read_log_tail, path, request.tail))
         if request.reply_to is not None:
-            reply = ControlReply(
-                job=request.job, action=request.action, ok=ok, message=message, lines=lines
-            )
             with contextlib.suppress(bus.MqttError):
                 await self.publish(
                     self.topics.control_reply(request.reply_to), encode_json(reply), 1, False

@@ -459,9 +459,18 @@ class JobRunner:
 
     @property
     def straggling(self) -> dict[str, float]:
-        """Agents still training for a closed round, and until when (monotonic)."""
+        """Agents that may still work on this job's tasks, and until when (monotonic).
+
+        Stragglers of closed rounds; when the job was cancelled mid-round, also the agents
+        of that round and of the outstanding validation (until a timeout from now).
+        """
         now = time.monotonic()
-        return {a: d for a, d in self._straggling.items() if d > now}
+        busy = {a: d for a, d in self._straggling.items() if d > now}
+        later = now + max(self.config.round_timeout, self.config.eval_timeout)
+        pending = self._pending_eval
+        for agent in [*self._training, *(pending.collection.pending if pending else ())]:
+            busy.setdefault(agent, later)
+        return busy
 
     def _granted(self, candidates: Sequence[str]) -> list[str]:
         """``candidates`` the scheduler lets this job ask now (all of them without one)."""

@@ -240,8 +240,8 @@ class CoordinatorService:
         finally:
             self._job_tasks.pop(job, None)
             self.runners.pop(job, None)
-            # Its stragglers still train its last round: held until they answer (below,
-            # in _route) or their deadline passes.
+            # Agents still busy with its tasks (stragglers; a cancelled round's agents) stay
+            # held until they answer (below, in _route) or their deadline passes.
             straggling = runner.straggling
             self.leases.remove(job, keep=straggling)
             if straggling:

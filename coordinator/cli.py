@@ -12,10 +12,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials, report, seed_model
+from coordinator import credentials, jobs_cli, report, seed_model, watch
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
+from coordinator.scheduler import Policy
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus, env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
@@ -101,11 +102,14 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     keep_freed_memory_mapped()
+    # Job arrivals, rounds, waits and ends, also without -v.
+    logging.getLogger("coordinator.jobs").setLevel(logging.INFO)
     service = CoordinatorService(
         broker_settings(args),
         runs_dir=Path(args.runs_dir),
         coordinator_id=args.id,
         on_runner=GcFreeze().attach,  # unfreezes when no loaded job runs any more
+        policy=args.policy,
     )
     for path in args.jobs:
         service.submit(load_job(path))
@@ -183,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("jobs", nargs="*", help="job YAML files to start with")
     serve.add_argument("--runs-dir", default="runs")
     serve.add_argument("--id", default="coordinator")
+    serve.add_argument(
+        "--policy",
+        choices=[p.value for p in Policy],
+        default="fifo",
+        help="which waiting job the shared agents go to first (see docs/scheduling.md)",
+    )
     add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser("credentials", help="users of the broker's secure listener")
     )
     report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
+    jobs_cli.configure(sub.add_parser("jobs", help="list, inspect, cancel or follow served jobs"))
+    watch.configure(sub.add_parser("watch", help="live view of jobs, rounds and agents"))
 
     env_config.apply_environment(parser, env_config.COORDINATOR)  # FEDBUS_*; flags win
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coordinator.eligibility import Requirements
 from fedbus.protocol.topics import check_id
 
 
@@ -83,6 +84,9 @@ class JobConfig(BaseModel):
     eval_overlap: bool = True
 
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    # Which agents may train this job (accelerator, device model, memory, samples, tags);
+    # the multi-job scheduler never asks the others.
+    requires: Requirements = Field(default_factory=Requirements)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
 
     adaptive_training: bool = False

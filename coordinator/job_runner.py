@@ -21,7 +21,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
+from coordinator.job_leases import JobLease
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
 from coordinator.server_eval import ServerEvaluator
@@ -217,6 +218,12 @@ class JobRunner:
         self.late_updates = 0
         self.layout: ParamLayout
         self.global_flat: np.ndarray
+        # The multi-job scheduler's seam (set by the service): which agents may be asked.
+        self.lease: JobLease | None = None
+        self._training: list[str] = []  # dispatched in the round now collecting
+        # Over-committed agents still training after their round closed, until their late
+        # answer or the round's deadline (monotonic): still busy with this job.
+        self._straggling: dict[str, float] = {}
 
     # -- publishing -------------------------------------------------------------------
     def _publish_soon(
@@ -438,13 +445,56 @@ class JobRunner:
         await self._ask_validation([])  # an outstanding validation is not held back meanwhile
         needed = self.config.agents_needed
         deadline = time.monotonic() + self.config.agent_wait_timeout
-        while len(self.registry.online()) < needed and time.monotonic() < deadline:
-            await self._drain(until=min(deadline, time.monotonic() + 0.2), collection=None)
-        online = self.registry.online()
+        # Waiting for other jobs to free agents, or for an agent that meets the job's
+        # requirements, does not time out; too few agents online at all still does.
+        while len(self._granted(self.registry.online())) < needed and (
+            time.monotonic() < deadline or len(self.registry.online()) >= needed
+        ):
+            await self._drain(until=time.monotonic() + 0.2, collection=None)
+        online = self._granted(self.registry.online())
         await self.events.emit(
             EventName.AGENTS_READY, self.completed_rounds, {"online": len(online)}
         )
         return len(online) >= self.config.clients_required
+
+    @property
+    def straggling(self) -> dict[str, float]:
+        """Agents that may still work on this job's tasks, and until when (monotonic).
+
+        Stragglers of closed rounds; when the job was cancelled mid-round, also the agents
+        of that round and of the outstanding validation (until a timeout from now).
+        """
+        now = time.monotonic()
+        busy = {a: d for a, d in self._straggling.items() if d > now}
+        later = now + max(self.config.round_timeout, self.config.eval_timeout)
+        pending = self._pending_eval
+        for agent in [*self._training, *(pending.collection.pending if pending else ())]:
+            busy.setdefault(agent, later)
+        return busy
+
+    def _granted(self, candidates: Sequence[str]) -> list[str]:
+        """``candidates`` the scheduler lets this job ask now (all of them without one)."""
+        if self.lease is None:
+            return list(candidates)
+        if any(d <= time.monotonic() for d in self._straggling.values()):
+            self._hold()  # stragglers past the deadline go back to the pool
+        return self.lease.grant(candidates)
+
+    def _hold(self, training: Iterable[str] | None = None) -> None:
+        """Tell the scheduler which agents have this job's tasks out.
+
+        The round's (``training``; None: unchanged), stragglers of closed rounds, and the
+        outstanding validation's.
+        """
+        if self.lease is None:
+            return
+        if training is not None:
+            self._training = list(training)
+        now = time.monotonic()
+        self._straggling = {a: d for a, d in self._straggling.items() if d > now}
+        pending = self._pending_eval
+        validating = pending.collection.assigned if pending else ()
+        self.lease.hold([*self._training, *self._straggling, *validating])
 
     def _register_new_agents(self, online: list[str]) -> None:
         for agent in online:
@@ -473,8 +523,10 @@ class JobRunner:
         """Online agents that may train now: on the virtual clock, fleet members that are active."""
         online = self.registry.online()
         if self.fleet is None or self.virtual_time is None:
-            return online
-        return [a for a in online if a in self._fleet_ids and self._is_active(a, self.virtual_time)]
+            return self._granted(online)
+        return self._granted(
+            [a for a in online if a in self._fleet_ids and self._is_active(a, self.virtual_time)]
+        )
 
     @property
     def _fleet_ids(self) -> set[str]:
@@ -632,6 +684,7 @@ class JobRunner:
         if not dispatched:
             await self._fail_early(round_, selected, "no candidate stays active through the round")
             return
+        self._hold(dispatched)
         # Per-client overrides (PyramidFL) plan the round of the agents that will train:
         # on the virtual clock the K kept of the over-committed sample, whose ranks and
         # idle time are relative to each other, not to clients that were never sent.
@@ -697,6 +750,8 @@ class JobRunner:
         )
         self._remember_closed(assignments, "train")
         self._give_up_folded(requests)
+        self._straggling.update(dict.fromkeys(collection.pending, collection.deadline or 0.0))
+        self._hold(())
         kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
         ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
@@ -933,7 +988,7 @@ class JobRunner:
         of the agents it trains (:meth:`_ask_validation`); otherwise everyone is asked now.
         """
         self._set_phase(JobPhase.VALIDATING)
-        online = self.registry.online()
+        online = self._granted(self.registry.online())
         agents = (
             online
             if len(online) <= self.config.eval_max_clients
@@ -948,6 +1003,7 @@ class JobRunner:
         self._pending_eval = _PendingEval(
             round_, entry, self.virtual_time, {}, collection, unasked=list(agents)
         )
+        self._hold()
         if not overlap:
             await self._ask_validation([])
 
@@ -1017,6 +1073,7 @@ class JobRunner:
         await self._drain(until=None, collection=pending.collection)
         self._remember_closed(pending.assignments, "validate")
         self._pending_eval = None
+        self._hold()
         answered = [r for r in pending.results.values() if r.num_examples > 0]
         entry = pending.entry
         if answered:
@@ -1128,6 +1185,8 @@ class JobRunner:
             meta, tensors = decode_update(item.payload, max_bytes)
         if meta.task_id in self._closed_tasks and meta.agent == item.agent:
             self.late_updates += 1
+            if self._straggling.pop(item.agent, None) is not None:
+                self._hold()  # done with this job: back to the pool
             log.info("job %s: late update from %s for round %d", self.job, item.agent, meta.round)
             return
         if collection is not None and item.agent in collection.lost:

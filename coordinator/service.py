@@ -10,6 +10,7 @@ coordinator was down are delivered when it comes back; it reconnects with backof
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import logging
 import time
@@ -17,6 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.config import JobConfig, JobConfigError, parse_job
+from coordinator.job_control import (
+    cancel_reply,
+    log_arrival,
+    log_event,
+    logs_reply,
+    read_log_tail,
+)
+from coordinator.job_control import log as job_log
+from coordinator.job_leases import PoolLeases
 from coordinator.job_runner import Inbound, JobRunner
 from coordinator.registry import AgentRegistry, Change
 from fedbus.protocol import bus
@@ -24,11 +34,13 @@ from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import (
     AgentStatus,
     CoordinatorStatus,
+    JobControl,
+    JobStatus,
     JobSubmission,
     decode_json,
     encode_json,
 )
-from fedbus.protocol.topics import TopicKind, Topics
+from fedbus.protocol.topics import TopicKind, Topics, check_id
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,7 @@ class CoordinatorService:
         coordinator_id: str = "coordinator",
         accept_submissions: bool = True,
         on_runner: RunnerHook | None = None,
+        policy: str = "fifo",
     ) -> None:
         self.broker = broker
         self.topics = Topics(broker.prefix)
@@ -57,6 +70,10 @@ class CoordinatorService:
         self._link = bus.Link()
         self._pending: list[JobConfig] = []
         self._group: asyncio.TaskGroup | None = None
+        # One device pool for all jobs: which agents each job may ask, and why it waits.
+        self.leases = PoolLeases(self.registry, policy, on_change=self._status_changed)
+        self._job_tasks: dict[str, asyncio.Task[bool]] = {}
+        self._cancelled: set[str] = set()
 
     @property
     def connected(self) -> asyncio.Event:
@@ -91,8 +108,26 @@ class CoordinatorService:
                 jobs=sorted(self.runners),
                 ts=time.time(),
                 accepts_jobs=self.accept_submissions,
+                waiting=dict(self.leases.waiting),
+                policy=self.leases.policy.value,
             )
         )
+
+    def _status_changed(self) -> None:
+        """Jobs came, went or wait for another reason: republish the retained status."""
+        if self._group is None or not self._link.connected.is_set():
+            return  # the next session publishes it
+        publishing = self._publish_status()
+        try:
+            self._group.create_task(publishing, name="coordinator-status")
+        except RuntimeError:  # the service is stopping; its last will says so
+            publishing.close()
+
+    async def _publish_status(self) -> None:
+        with contextlib.suppress(bus.MqttError):
+            await self.publish(
+                self.topics.coordinator_status(), self._status("online"), qos=1, retain=True
+            )
 
     # -- serving ----------------------------------------------------------------------
     def submit(self, config: JobConfig) -> None:
@@ -116,16 +151,68 @@ class CoordinatorService:
                 run_dir=self.runs_dir / config.name,
             )
             self.runners[config.name] = runner
+            runner.events.listeners.append(log_event)
+            runner.lease = self.leases.add(config, functools.partial(_rounds_left, runner))
+            log_arrival(config, self.leases.policy.value)
+            self._status_changed()
             if self.on_runner is not None:
                 self.on_runner(runner)
             self._group.create_task(self._run_job(runner), name=f"job-{config.name}")
 
     async def _run_job(self, runner: JobRunner) -> None:
+        job = runner.job
+        inner = asyncio.ensure_future(runner.run())
+        self._job_tasks[job] = inner
         try:
-            self.results[runner.job] = await runner.run()
+            self.results[job] = await inner
+        except asyncio.CancelledError:
+            if job not in self._cancelled or not inner.cancelled():
+                raise  # the service itself is stopping
+            self.results[job] = False
+            job_log.info("job %s cancelled after round %d", job, runner.completed_rounds)
+            status = JobStatus(
+                job=job,
+                state="cancelled",
+                round=runner.completed_rounds,
+                rounds=runner.config.rounds,
+                phase="cancelled",
+                model_version=runner.model_version,
+                last_accuracy=runner.last_accuracy,
+                ts=time.time(),
+            )
+            await self.publish(self.topics.job_status(job), encode_json(status), 1, True)
         finally:
-            self.runners.pop(runner.job, None)
+            self._job_tasks.pop(job, None)
+            self.runners.pop(job, None)
+            # Agents still busy with its tasks (stragglers; a cancelled round's agents) stay
+            # held until they answer (below, in _route) or their deadline passes.
+            straggling = runner.straggling
+            self.leases.remove(job, keep=straggling)
+            if straggling:
+                wait = max(straggling.values()) - time.monotonic()
+                asyncio.get_running_loop().call_later(max(wait, 0.0), self.leases.release, job)
+            job_log.info(
+                "job %s ended: %s", job, "ok" if self.results.get(job) else "not completed"
+            )
+            self._status_changed()
             self._job_done.set()
+
+    async def _control(self, request: JobControl) -> None:
+        """``coordinator jobs cancel|logs``: act, and answer the asking client."""
+        if request.action == "cancel":
+            task = self._job_tasks.get(request.job)
+            if task is not None:
+                self._cancelled.add(request.job)
+                task.cancel()
+            reply = cancel_reply(request, running=task is not None)
+        else:
+            path = self.runs_dir / request.job / "events.jsonl"
+            reply = logs_reply(request, await asyncio.to_thread(read_log_tail, path, request.tail))
+        if request.reply_to is not None:
+            with contextlib.suppress(bus.MqttError):
+                await self.publish(
+                    self.topics.control_reply(request.reply_to), encode_json(reply), 1, False
+                )
 
     async def serve(self, *, exit_when_idle: bool = False) -> dict[str, bool]:
         """Serve until cancelled, or (``exit_when_idle``) until every submitted job ended."""
@@ -160,6 +247,7 @@ class CoordinatorService:
             await client.subscribe(self.topics.all_job_results(), qos=1)
             if self.accept_submissions:
                 await client.subscribe(self.topics.job_submit(), qos=1)
+                await client.subscribe(self.topics.job_control(), qos=1)
             await client.publish(
                 self.topics.coordinator_status(), self._status("online"), qos=1, retain=True
             )
@@ -199,6 +287,8 @@ class CoordinatorService:
                     runner = self.runners.get(parsed.job or "")
                     if runner is None:
                         log.debug("message for job %s, which is not running", parsed.job)
+                        if parsed.kind is TopicKind.JOB_UPDATE:  # a late answer: it is free
+                            self.leases.release(parsed.job or "", [parsed.agent or ""])
                         return
                     kind = "update" if parsed.kind is TopicKind.JOB_UPDATE else "result"
                     runner.inbox.put_nowait(
@@ -207,6 +297,13 @@ class CoordinatorService:
                 case TopicKind.JOB_SUBMIT:
                     submission = decode_json(JobSubmission, payload)
                     self.submit(parse_job(submission.config, submission.source))
+                case TopicKind.JOB_CONTROL:
+                    request = decode_json(JobControl, payload)
+                    check_id(request.job, "job id")
+                    if request.reply_to is not None:
+                        check_id(request.reply_to, "client id")
+                    if self._group is not None:
+                        self._group.create_task(self._control(request), name="job-control")
                 case _:
                     pass
         except (FedbusProtocolError, JobConfigError) as exc:
@@ -224,3 +321,7 @@ class CoordinatorService:
             # A runner waiting for agents counts again now, not at its next poll.
             for runner in self.runners.values():
                 runner.inbox.put_nowait(Inbound("joined", agent))
+
+
+def _rounds_left(runner: JobRunner) -> int:
+    return runner.config.rounds - runner.completed_rounds

@@ -16,7 +16,7 @@ from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
 from fedbus.protocol import env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
-from fedbus.protocol.messages import Scalar
+from fedbus.protocol.messages import AgentProfile, Scalar
 from fedbus.protocol.topics import check_id
 
 
@@ -30,7 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
-    profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)
+    profile = advertise(
+        detect_profile(trainer.device, partition=args.partition, num_samples=size), args
+    )
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
@@ -62,6 +64,36 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(emulator.run())
     return 0
+
+
+def advertise(profile: AgentProfile, args: argparse.Namespace) -> AgentProfile:
+    """What the multi-job scheduler matches jobs' ``requires:`` against: the operator's
+    tags and capacity, and the GPU's memory when training on one."""
+    update: dict[str, object] = {"tags": list(args.tag), "capacity": args.capacity}
+    if profile.torch_device.startswith("cuda") and profile.gpu_memory_gb is None:
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.device(profile.torch_device))
+        update["gpu_memory_gb"] = round(props.total_memory / 2**30, 2)
+    return AgentProfile.model_validate({**profile.model_dump(), **update})
+
+
+def parse_tag(text: str) -> str:
+    """``--tag``: a label as ids are (1-64 of A-Z a-z 0-9 _ . : @ = -)."""
+    try:
+        check_id(text, "tag")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if len(text) > 64:
+        raise argparse.ArgumentTypeError(f"tag {text!r} is longer than 64 characters")
+    return text
+
+
+def parse_capacity(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"capacity must be a whole number 1-64, got {text!r}")
+    return value
 
 
 def parse_data_args(text: str) -> dict[str, Scalar]:
@@ -118,6 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
+    run.add_argument(
+        "--tag",
+        action="append",
+        type=parse_tag,
+        default=[],
+        help="a label jobs can require (requires: {tags: [...]}); repeat for several",
+    )
+    run.add_argument(
+        "--capacity",
+        type=parse_capacity,
+        default=1,
+        help="jobs this agent works for at once (default 1)",
     )
     add_data_args(run)
     add_broker_args(run)

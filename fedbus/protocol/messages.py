@@ -55,6 +55,16 @@ class AgentProfile(BaseModel):
     num_samples: int | None = None
     # Device metadata for selectors and the time model (emulated fleets fill it).
     static: dict[str, Scalar] = Field(default_factory=dict)
+    # What the multi-job scheduler matches against a job's ``requires:`` (all optional:
+    # left out, the coordinator derives them from the fields above).
+    accelerator: Literal["cpu", "cuda", "jetson"] | None = None
+    device_model: str | None = Field(None, max_length=128)
+    gpu_memory_gb: float | None = Field(None, ge=0)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32
+    )
+    # How many jobs' tasks the agent takes at once (the scheduler's rule is one).
+    capacity: int = Field(1, ge=1, le=64)
 
 
 class AgentStatus(Message):
@@ -71,11 +81,16 @@ class CoordinatorStatus(Message):
     ts: float = 0.0
     # A `coordinator serve` (subscribed to job submissions), not a one-job `run`.
     accepts_jobs: bool = False
+    # Jobs that wait for agents, and why (requirements no agent meets, agents held by
+    # other jobs): the scheduler's reason, in words.
+    waiting: dict[str, str] = Field(default_factory=dict)
+    # The scheduling policy of a `coordinator serve` (fifo, srsf, random, scarcity).
+    policy: str | None = None
 
 
 class JobStatus(Message):
     job: str
-    state: Literal["pending", "running", "finished", "failed"]
+    state: Literal["pending", "running", "finished", "failed", "cancelled"]
     round: int = 0
     rounds: int = 0
     phase: str = ""
@@ -113,6 +128,28 @@ class JobSubmission(Message):
 
     config: dict[str, Any]
     source: str = "<submitted>"
+
+
+class JobControl(Message):
+    """An operator's request to ``coordinator serve`` on the control topic.
+
+    ``cancel`` ends the job now (its agents go back to the pool); ``logs`` asks for the
+    last ``tail`` lines of its event log. The reply goes to the ``reply_to`` client's
+    reply topic (none without it).
+    """
+
+    action: Literal["cancel", "logs"]
+    job: str = Field(min_length=1, max_length=128)
+    reply_to: str | None = Field(None, min_length=1, max_length=128)
+    tail: int = Field(50, ge=0, le=10_000)
+
+
+class ControlReply(Message):
+    job: str
+    action: str
+    ok: bool
+    message: str = ""
+    lines: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- tasks (msgpack)

@@ -4,6 +4,8 @@ Layout (prefix defaults to ``fedbus``)::
 
     {p}/coordinator/status            retained JSON, last will "offline"
     {p}/coordinator/jobs              JSON job submissions (operators only, by ACL)
+    {p}/coordinator/control           JSON job controls: cancel, logs (operators only)
+    {p}/coordinator/replies/{client}  JSON replies to controls, to the asking client
     {p}/agents/{agent}/status         retained JSON, last will "offline"
     {p}/agents/{agent}/telemetry      JSON, QoS 0
     {p}/agents/{agent}/tasks          msgpack tasks, QoS 1
@@ -41,6 +43,8 @@ def check_id(value: str, what: str = "id") -> str:
 class TopicKind(enum.Enum):
     COORDINATOR_STATUS = "coordinator_status"
     JOB_SUBMIT = "job_submit"
+    JOB_CONTROL = "job_control"
+    CONTROL_REPLY = "control_reply"
     AGENT_STATUS = "agent_status"
     AGENT_TELEMETRY = "agent_telemetry"
     AGENT_TASKS = "agent_tasks"
@@ -76,6 +80,12 @@ class Topics:
     def job_submit(self) -> str:
         return f"{self.prefix}/coordinator/jobs"
 
+    def job_control(self) -> str:
+        return f"{self.prefix}/coordinator/control"
+
+    def control_reply(self, client: str) -> str:
+        return f"{self.prefix}/coordinator/replies/{check_id(client, 'client id')}"
+
     # -- agents -----------------------------------------------------------------------
     def agent_status(self, agent: str) -> str:
         return f"{self.prefix}/agents/{check_id(agent, 'agent id')}/status"
@@ -109,6 +119,15 @@ class Topics:
     def all_agent_status(self) -> str:
         return f"{self.prefix}/agents/+/status"
 
+    def all_agent_telemetry(self) -> str:
+        return f"{self.prefix}/agents/+/telemetry"
+
+    def all_job_status(self) -> str:
+        return f"{self.prefix}/jobs/+/status"
+
+    def all_job_events(self) -> str:
+        return f"{self.prefix}/jobs/+/events"
+
     def all_job_models(self) -> str:
         """Models and their chunks (``#`` also matches the ``model`` level itself)."""
         return f"{self.prefix}/jobs/+/model/#"
@@ -137,6 +156,10 @@ class Topics:
                 return ParsedTopic(TopicKind.COORDINATOR_STATUS)
             case ["coordinator", "jobs"]:
                 return ParsedTopic(TopicKind.JOB_SUBMIT)
+            case ["coordinator", "control"]:
+                return ParsedTopic(TopicKind.JOB_CONTROL)
+            case ["coordinator", "replies", client]:
+                return ParsedTopic(TopicKind.CONTROL_REPLY, agent=check_id(client, "client id"))
             case ["agents", agent, "status"]:
                 return ParsedTopic(TopicKind.AGENT_STATUS, agent=check_id(agent, "agent id"))
             case ["agents", agent, "telemetry"]:

@@ -10,8 +10,8 @@ coordinator was down are delivered when it comes back; it reconnects with backof
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coordinator.wall_clock_checks import check_wall_clock
 from fedbus.protocol.topics import check_id
 
 
@@ -109,6 +110,7 @@ class JobConfig(BaseModel):
             )
         if self.clock == "virtual" and self.fleet is None:
             raise ValueError("clock: virtual needs a fleet file (field 'fleet')")
+        check_wall_clock(self)
         return self
 
     @property

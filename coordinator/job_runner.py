@@ -592,6 +592,7 @@ class JobRunner:
                 model_version=self.model_version,
                 config=configs[agent],
                 deadline=deadline,
+                timeout=timeout,
                 virtual_start=self.virtual_time,
                 issued_at=time.time(),
                 validate_first=requests.get(agent),

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import sys
 
 from edge_agent.agent import AgentIdentity, EdgeAgent
+from edge_agent.link_shaper import LinkShaper, parse_rate
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
@@ -24,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    trainer = LocalTrainer(args.device)
+    trainer = LocalTrainer(args.device, slowdown=args.slowdown)
     trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
@@ -34,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         broker_settings(args),
         trainer,
         ModelStore(),
+        shaper=LinkShaper(args.link) if args.link is not None else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
@@ -75,6 +78,23 @@ def parse_data_args(text: str) -> dict[str, Scalar]:
     return value
 
 
+def slowdown_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}")
+    return value
+
+
+def link_rate(text: str) -> float:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def data_spec(args: argparse.Namespace) -> DataSpec | None:
     return DataSpec(args.data, args.data_args) if args.data else None
 
@@ -111,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
+    # Test aids: make agents on one machine as different as a fleet of devices.
+    run.add_argument(
+        "--slowdown",
+        type=slowdown_factor,
+        default=1.0,
+        help="test aid: make every computation X times slower with real sleeps (default 1)",
+    )
+    run.add_argument(
+        "--link",
+        type=link_rate,
+        default=None,
+        help="test aid: shape this agent's own sends and receives to a rate, e.g. 2mbit "
+        "(token bucket, real sleeps; default: unshaped)",
     )
     add_data_args(run)
     add_broker_args(run)

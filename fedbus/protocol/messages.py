@@ -176,6 +176,10 @@ class Task(Message):
     model_version: int = Field(ge=0)
     config: TrainConfig
     deadline: float | None = None  # wall-clock epoch seconds; None: no deadline
+    # Seconds from the agent's receipt of the task, on its monotonic clock: what an agent
+    # with a wrong calendar clock (no RTC battery, no NTP) still judges right. Preferred to
+    # ``deadline`` when present; None (an older coordinator): ``deadline`` alone.
+    timeout: float | None = Field(None, gt=0)
     virtual_start: float | None = None  # virtual time at round start (virtual clock)
     issued_at: float = 0.0
     # Train tasks only: validate model_version first and reply to this request.

@@ -74,7 +74,11 @@ class Measurements:
 
     def upload_seconds(self, nbytes: int) -> float:
         """Seconds an upload of ``nbytes`` is expected to take."""
-        rate = self.upload_bytes_per_s or self.upload_prior_bytes_per_s
+        rate = self.upload_bytes_per_s
+        if rate is None:
+            # No upload timed yet: links are rarely faster up than down, so a measured
+            # download slower than the prior is the better guess for the first upload.
+            rate = min(self.upload_prior_bytes_per_s, self.download_bytes_per_s or math.inf)
         return max(nbytes, 0) / rate
 
     def as_static(self, model: str | None = None) -> dict[str, float]:

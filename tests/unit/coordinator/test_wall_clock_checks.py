@@ -23,7 +23,7 @@ def test_an_adaptive_budget_the_round_cannot_wait_for_is_refused_with_the_reason
 
 
 def test_time_model_params_on_the_wall_clock_is_refused() -> None:
-    with pytest.raises(JobConfigError, match="job.yaml: .*time_model_params"):
+    with pytest.raises(JobConfigError, match=r"job\.yaml: .*time_model_params"):
         parse_job({**BASE, "time_model_params": 1000}, "job.yaml")
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from coordinator import credentials, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
+from coordinator.metrics_http import with_telemetry
 from coordinator.service import CoordinatorService
 from fedbus.protocol import bus
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
@@ -71,7 +72,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_runner=None if args.quiet else _attach_printer,
     )
     service.submit(config)
-    results = asyncio.run(service.serve(exit_when_idle=True))
+    results = asyncio.run(
+        with_telemetry(
+            service.serve(exit_when_idle=True),
+            broker_settings(args),
+            Path(args.runs_dir),
+            args.metrics_port,
+            args.metrics_host,
+        )
+    )
     return 0 if results.get(config.name) else 1
 
 
@@ -96,7 +105,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in args.jobs:
         service.submit(load_job(path))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(service.serve())
+        asyncio.run(
+            with_telemetry(
+                service.serve(),
+                broker_settings(args),
+                Path(args.runs_dir),
+                args.metrics_port,
+                args.metrics_host,
+            )
+        )
     return 0
 
 
@@ -148,6 +165,16 @@ async def retained_status(
     return None
 
 
+def add_metrics_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (per agent and job) on this port; 0: any free port",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address to serve them on")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -160,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "--id", default="coordinator", help="MQTT client id (fixed: persistent session)"
     )
     run.add_argument("--quiet", action="store_true")
+    add_metrics_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -169,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("jobs", nargs="*", help="job YAML files to start with")
     serve.add_argument("--runs-dir", default="runs")
     serve.add_argument("--id", default="coordinator")
+    add_metrics_args(serve)
     add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from edge_agent.compression import effective_keep, sparsify
 from edge_agent.link_shaper import LinkShaper
 from edge_agent.measurements import Measurements
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.telemetry import TelemetryPublisher, TelemetrySource
 from edge_agent.trainer import LocalTrainer, TrainOutcome
 from edge_agent.wall_training import train_on_wall
 from fedbus.protocol import bus
@@ -35,6 +36,7 @@ from fedbus.protocol.messages import (
     AgentStatus,
     ResultMeta,
     Task,
+    Telemetry,
     Timings,
     UpdateMeta,
     decode_envelope,
@@ -101,6 +103,8 @@ class EdgeAgent:
         shaper: LinkShaper | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        telemetry_interval: float = 0.0,
+        telemetry_sources: Sequence[TelemetrySource] | None = None,
     ) -> None:
         self.identity = identity
         self.profile = identity.profile  # refreshed with measurements after each job's first task
@@ -128,6 +132,17 @@ class EdgeAgent:
         self._task_received = 0.0  # receipt time of the task being trained
         self._model_began: dict[str, tuple[float, int]] = {}  # job -> (first byte, bytes)
         self._profiled: set[str] = set()  # jobs whose measurements the profile carries
+        self.telemetry = (
+            TelemetryPublisher(
+                identity.agent_id,
+                telemetry_interval,
+                self._publish_telemetry,
+                telemetry_sources,
+                clock=clock,
+            )
+            if telemetry_interval > 0
+            else None
+        )
 
     @property
     def agent_id(self) -> str:
@@ -149,6 +164,8 @@ class EdgeAgent:
         """
         async with TaskGroup() as group:
             group.create_task(self._work(), name=f"{self.agent_id}-work")
+            if self.telemetry is not None:
+                group.create_task(self.telemetry.run(), name=f"{self.agent_id}-telemetry")
             await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._link.down)
 
     @property
@@ -162,6 +179,18 @@ class EdgeAgent:
             await self.shaper.send(len(payload))
         await self._link.publish(
             topic, payload, transfer=transfer, chunk_size=self.broker.chunk_size
+        )
+
+    async def _publish_telemetry(self, message: Telemetry) -> None:
+        payload = encode_json(message)
+        if self.shaper is not None:
+            await self.shaper.send(len(payload))
+        await self._link.publish(
+            self.topics.agent_telemetry(self.agent_id),
+            payload,
+            transfer="telemetry",
+            chunk_size=self.broker.chunk_size,
+            qos=0,
         )
 
     async def _session(self) -> None:

@@ -37,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         trainer,
         ModelStore(),
         shaper=LinkShaper(args.link) if args.link is not None else None,
+        telemetry_interval=args.telemetry_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
@@ -146,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         help="test aid: shape this agent's own sends and receives to a rate, e.g. 2mbit "
         "(token bucket, real sleeps; default: unshaped)",
     )
+    run.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=10.0,
+        help="seconds between telemetry messages (CPU, memory, network; GPU and Jetson "
+        "sensors where present); 0: none (default 10)",
+    )
     add_data_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
@@ -167,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data_args and not args.data:
         parser.error("--data-args needs --data")
+    if getattr(args, "telemetry_interval", 0.0) < 0:
+        parser.error("--telemetry-interval must be >= 0")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

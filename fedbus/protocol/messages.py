@@ -97,6 +97,12 @@ class Telemetry(Message):
     gpu_mem_used_mb: float | None = None
     power_w: float | None = None
     extra: dict[str, Scalar] = Field(default_factory=dict)
+    # Added with the reference agent's publisher; optional, so older senders stay valid.
+    rss_mb: float | None = None  # the agent process's resident memory
+    net_sent_bytes: int | None = None  # host counters since boot (rates: differences)
+    net_recv_bytes: int | None = None
+    gpu_temp_c: float | None = None
+    interval_s: float | None = None  # the publisher's interval: a gap longer than it is a loss
 
 
 class Event(Message):

@@ -109,6 +109,12 @@ class Topics:
     def all_agent_status(self) -> str:
         return f"{self.prefix}/agents/+/status"
 
+    def all_agent_telemetry(self) -> str:
+        return f"{self.prefix}/agents/+/telemetry"
+
+    def all_job_status(self) -> str:
+        return f"{self.prefix}/jobs/+/status"
+
     def all_job_models(self) -> str:
         """Models and their chunks (``#`` also matches the ``model`` level itself)."""
         return f"{self.prefix}/jobs/+/model/#"

@@ -34,7 +34,7 @@ class AgentSpec:
 
 @contextlib.asynccontextmanager
 async def agents(
-    settings: bus.BrokerSettings, specs: Sequence[AgentSpec]
+    settings: bus.BrokerSettings, specs: Sequence[AgentSpec], *, telemetry_interval: float = 0.0
 ) -> AsyncIterator[list[EdgeAgent]]:
     """One real agent per spec in this loop: own connection, trainer, shaper and clock."""
     made = [
@@ -45,6 +45,7 @@ async def agents(
             ModelStore(),
             shaper=LinkShaper(parse_rate(spec.link)) if spec.link else None,
             clock=spec.clock,
+            telemetry_interval=telemetry_interval,
         )
         for i, spec in enumerate(specs)
     ]

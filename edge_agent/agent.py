@@ -64,6 +64,8 @@ MODEL_QOS = 0
 # for that MLP), so the second round already runs inline. Longer work, work not measured
 # yet and a custom train_fn (it may wait on something only the loop can deliver) stay
 # off it.
+# A task received within this long of its model's last byte came with it (_round_start).
+MODEL_THEN_TASK_SECONDS = 1.0
 INLINE_CPU_SECONDS = 0.1
 INLINE_WALL_SECONDS = 2.0
 
@@ -131,6 +133,10 @@ class EdgeAgent:
         self._received: dict[str, float] = {}  # task id -> monotonic time of receipt
         self._task_received = 0.0  # receipt time of the task being trained
         self._model_began: dict[str, tuple[float, int]] = {}  # job -> (first byte, bytes)
+        # job -> (version, first byte, last byte) of the last model fetched, and when the
+        # agent last went idle (see _round_start).
+        self._fetched: dict[str, tuple[int, float, float]] = {}
+        self._idle_since = -math.inf
         self._profiled: set[str] = set()  # jobs whose measurements the profile carries
         self.telemetry = (
             TelemetryPublisher(
@@ -257,7 +263,9 @@ class EdgeAgent:
             raise
         if model is not None and model is not before:
             self._model_began.pop(job, None)
-            self.measurements.observe_download(size + len(payload), self.monotonic() - first)
+            now = self.monotonic()
+            self._fetched[job] = (model.version, first, now)
+            self.measurements.observe_download(size + len(payload), now - first)
         elif model is not None:
             self._model_began.pop(job, None)  # a version already held: nothing was fetched
 
@@ -293,6 +301,7 @@ class EdgeAgent:
                 log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
                 await self._report_failure(task, describe(exc))
             self._received.pop(task.task_id, None)
+            self._idle_since = self.monotonic()
             self.tasks_done += 1
 
     async def _report_failure(
@@ -317,13 +326,34 @@ class EdgeAgent:
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 
+    def _round_start(self, task: Task, received: float) -> float:
+        """When this task's round began for the agent: its receipt, or the start of its
+        model's download when that belongs to the same round.
+
+        The coordinator publishes a round's model just before its tasks, so on a slow link
+        the task arrives right behind the model, and fetching it is part of the round's
+        time (and budget). A model fetched long before the task (the retained one, at
+        connection) or before the agent's previous task ended is not.
+        """
+        fetched = self._fetched.get(task.job)
+        if fetched is None:
+            return received
+        version, first, last = fetched
+        same_round = (
+            version == task.model_version
+            and first > self._idle_since
+            and received - last <= MODEL_THEN_TASK_SECONDS
+        )
+        return min(received, first) if same_round else received
+
     async def _handle(self, task: Task) -> None:
         received = self._received.get(task.task_id, self.monotonic())
-        self._task_received = received
         model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
             return
+        received = self._round_start(task, received)
+        self._task_received = received
         t_dl = self.monotonic() - received
         if task.kind == "validate":
             async with self.compute_lock:

@@ -57,6 +57,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         broker_settings(args),
         count=args.count,
         offset=args.offset,
+        device=args.device,
         name=args.name,
         data=data_spec(args),
     )
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default="emulator", help="client-id prefix of the model listener"
     )
     emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    emulate.add_argument(
+        "--device", default="cpu", help="torch device the emulated agents train on (cpu, cuda)"
+    )
     add_data_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)

@@ -65,6 +65,7 @@ class ModelStore:
 
     async def wait_for(self, job: str, version: int, timeout: float) -> GlobalModel | None:
         """The model of ``job`` at exactly ``version``; None on timeout or if it moved on."""
+
         async def arrived() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: self.has(job, version))

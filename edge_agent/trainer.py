@@ -145,7 +145,13 @@ def _plain_mode_switch(cls: type[nn.Module]) -> bool:
 class LocalTrainer:
     """Builds model slots and partitions from entry points; trains and validates on a device."""
 
-    def __init__(self, device: str | torch.device | None = None, *, slowdown: float = 1.0) -> None:
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        *,
+        slowdown: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if not (math.isfinite(slowdown) and slowdown >= 1.0):
@@ -154,6 +160,7 @@ class LocalTrainer:
         # A test aid (``edge-agent run --slowdown X``): every computation is followed by a
         # real sleep of (X - 1) times its own duration, so it takes X times as long.
         self.slowdown = slowdown
+        self._sleep = sleep
         self._models: dict[str, ModelSlot] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
@@ -181,7 +188,7 @@ class LocalTrainer:
     def slow_down(self, seconds: float) -> None:
         """Sleep (slowdown - 1) x ``seconds``: a computation of that length, X times slower."""
         if self.slowdown > 1.0 and seconds > 0.0:
-            time.sleep((self.slowdown - 1.0) * seconds)
+            self._sleep((self.slowdown - 1.0) * seconds)
 
     def measure_step_seconds(self, config: TrainConfig, partition: int, steps: int = 3) -> float:
         """Seconds per SGD step of the job's model on this device, slowdown included.
@@ -239,10 +246,14 @@ class LocalTrainer:
             train, test = resolve(data)(partition, **data_args)
             tx, ty = as_tensors(train)
             vx, vy = as_tensors(test)
-            self._partitions[key] = Partition(
-                tx.to(self.device), ty.to(self.device), vx.to(self.device), vy.to(self.device)
-            )
+            self._partitions[key] = Partition(*(self._to_device(t) for t in (tx, ty, vx, vy)))
         return self._partitions[key]
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A partition's tensor on the training device (through pinned memory to a GPU)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     def forget_partition(self, config: TrainConfig, partition: int) -> None:
         key = (config.data, repr(sorted(config.data_args.items())), partition)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.compression import upload_bytes
@@ -41,6 +42,43 @@ def value_dtype_of(task: Task) -> type[np.floating]:
 
 
 def train_on_wall(
+    trainer: LocalTrainer,
+    measurements: Measurements,
+    task: Task,
+    model: GlobalModel,
+    partition: int,
+    *,
+    seed: int,
+    elapsed: Callable[[], float],
+) -> WallOutcome:
+    """:func:`plan_and_train`; a GPU out of memory is a failed update with the reason.
+
+    The allocator's cached blocks are released first, so the agent's next task (perhaps a
+    smaller model) starts from free memory rather than failing too.
+    """
+    try:
+        return plan_and_train(
+            trainer, measurements, task, model, partition, seed=seed, elapsed=elapsed
+        )
+    except torch.cuda.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        reason = f"{trainer.device} out of memory: {str(exc).splitlines()[0]}"[:500]
+        empty = TrainOutcome(
+            delta=np.zeros(0, np.float32),
+            num_examples=0,
+            trained_samples=0,
+            loss=0.0,
+            utility=0.0,
+            steps=0,
+            compute_seconds=0.0,
+            success=False,
+            reason=reason,
+        )
+        return WallOutcome(empty, 0.0)
+
+
+def plan_and_train(
     trainer: LocalTrainer,
     measurements: Measurements,
     task: Task,

@@ -30,6 +30,7 @@ class AgentSpec:
     link: str | None = None
     slowdown: float = 1.0
     clock: Callable[[], float] = time.time
+    device: str = "cpu"
 
 
 @contextlib.asynccontextmanager
@@ -41,7 +42,7 @@ async def agents(
         EdgeAgent(
             AgentIdentity(f"agent-{i}", i, AgentProfile(partition=i)),
             settings,
-            LocalTrainer("cpu", slowdown=spec.slowdown),
+            LocalTrainer(spec.device, slowdown=spec.slowdown),
             ModelStore(),
             shaper=LinkShaper(parse_rate(spec.link)) if spec.link else None,
             clock=spec.clock,

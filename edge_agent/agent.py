@@ -22,6 +22,7 @@ from edge_agent.compat import TaskGroup
 from edge_agent.link_shaper import LinkShaper
 from edge_agent.measurements import Measurements
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.round_resources import RoundResources
 from edge_agent.telemetry import TelemetryPublisher, TelemetrySource
 from edge_agent.trainer import LocalTrainer
 from edge_agent.updates import UpdatePlan, build_update, describe, timed
@@ -119,6 +120,7 @@ class EdgeAgent:
         self.monotonic = monotonic
         self.shaper = shaper
         self.measurements = Measurements()
+        self.resources = RoundResources(trainer.device)
         self._received: dict[str, float] = {}  # task id -> monotonic time of receipt
         self._task_received = 0.0  # receipt time of the task being trained
         self._model_began: dict[str, tuple[float, int]] = {}  # job -> (first byte, bytes)
@@ -375,6 +377,7 @@ class EdgeAgent:
                     )
                 validated = self.monotonic() - began
             try:
+                self.resources.begin()
                 plan = await self._compute("train", self.train_fn, task, model, self.identity)
             except Exception as exc:
                 if folded is None:
@@ -394,6 +397,7 @@ class EdgeAgent:
                 ),
             )
         meta, tensors = build_update(task, self.agent_id, plan, model, folded)
+        meta = meta.model_copy(update={"resources": self.resources.end()})
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
             began = self.monotonic()

@@ -261,8 +261,18 @@ class UpdateMeta(Message):
     timings: Timings = Field(default_factory=Timings)
     # The reply to the task's ``validate_first`` when it asked for it here (``in_update``).
     validation: ResultMeta | None = None
+    # Per-round resource summary where measurable: peak_rss_mb (process), gpu_peak_mb
+    # (CUDA allocator, this round), energy_j (NVML counter, this round).
+    resources: dict[str, float] = Field(default_factory=dict)
 
     _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
+
+    @field_validator("resources")
+    @classmethod
+    def _finite_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for v in value.values():
+            _finite(v)
+        return value
 
 
 # ---------------------------------------------------------------- encoding

@@ -128,6 +128,7 @@ async def test_every_agent_plans_within_the_budget_and_a_slow_link_sends_less(
             # The agent's own accounting of its round, on its monotonic clock: download
             # wait + compute (measured) + the upload it planned from measured throughput.
             assert meta.timings.t_comp > 0 and meta.timings.t_ul > 0
+            assert meta.resources["peak_rss_mb"] > 10.0  # this process holds torch
             assert meta.timings.total <= 1.1 * t_budget, meta.timings
     # 150 kbit/s: the digits MLP's 38 kB take 2 s each way, the model's download (which
     # counts: it is the round's start) plus a dense upload more than the budget, so that

@@ -33,6 +33,7 @@ from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
+from coordinator.measured_profile import measured_client_profile
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
 from coordinator.server_eval import ServerEvaluator
@@ -453,7 +454,9 @@ class JobRunner:
             profile = self.registry.profile(agent)
             num_samples = (profile.num_samples if profile else None) or 1
             static = dict(profile.static) if profile else {}
-            client = ClientProfile(num_samples=num_samples, static=static)
+            client = measured_client_profile(
+                num_samples, static, self.config.local_steps, self.layout.num_params
+            )
             if self.fleet is not None:
                 device = self.fleet.by_id(agent)
                 times = simulate_round(

@@ -15,8 +15,9 @@ from edge_agent.link_shaper import LinkShaper, parse_rate
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
+from edge_agent.wall_training import WARMUP_STEPS
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
-from fedbus.protocol.messages import Scalar
+from fedbus.protocol.messages import Scalar, TrainConfig
 from fedbus.protocol.topics import check_id
 
 
@@ -31,6 +32,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
     profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)
+    step_s = None
+    if args.model is not None and data is not None:
+        # Timed on the job's model before any task: the selectors register this agent
+        # with a measured duration instead of a default one.
+        config = TrainConfig(model=args.model, data=data.data, data_args=dict(data.data_args))
+        step_s = trainer.measure_step_seconds(config, args.partition, WARMUP_STEPS)
+        profile = profile.model_copy(update={"static": {**profile.static, "step_time_s": step_s}})
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
@@ -39,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shaper=LinkShaper(args.link) if args.link is not None else None,
         telemetry_interval=args.telemetry_interval,
     )
+    if step_s is not None:
+        agent.measurements.observe_steps(args.model, WARMUP_STEPS, step_s * WARMUP_STEPS)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
     return 0
@@ -149,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         "(token bucket, real sleeps; default: unshaped)",
     )
     run.add_argument(
+        "--model",
+        default=None,
+        help="the job's model entry point (with --data): time SGD steps on it at start-up, "
+        "so the agent's profile carries a measured step time before its first task",
+    )
+    run.add_argument(
         "--telemetry-interval",
         type=float,
         default=10.0,
@@ -179,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data_args and not args.data:
         parser.error("--data-args needs --data")
+    if getattr(args, "model", None) and not args.data:
+        parser.error("--model needs --data (the step is timed on this agent's partition)")
     if getattr(args, "telemetry_interval", 0.0) < 0:
         parser.error("--telemetry-interval must be >= 0")
     logging.basicConfig(

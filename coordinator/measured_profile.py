@@ -32,6 +32,11 @@ def measured_client_profile(
         for k, v in static.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    rates = [numeric.get(k) for k in ("download_bytes_per_s", "upload_bytes_per_s")]
+    measured = [r for r in rates if r is not None and r > 0]
+    if measured and "peak_throughput_mbps" not in static:
+        # Bliss's link feature, from the link the agent measured rather than a fleet file.
+        static = {**static, "peak_throughput_mbps": max(measured) * 8 / 1e6}
     step = numeric.get("step_time_s")
     if step is None or step <= 0:
         return ClientProfile(num_samples=num_samples, static=dict(static))  # type: ignore[arg-type]

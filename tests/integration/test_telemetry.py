@@ -8,7 +8,7 @@ import statistics
 import urllib.request
 from pathlib import Path
 
-from coordinator.metrics_http import TelemetryRecorder, serve_metrics
+from coordinator.metrics_http import TelemetryRecorder, serve_metrics, with_telemetry
 from fedbus.protocol import bus
 from fedbus.protocol.messages import Telemetry, decode_json
 
@@ -58,3 +58,20 @@ async def test_telemetry_arrives_at_its_interval_lands_in_the_run_dir_and_is_scr
     for i in range(2):
         assert f'fedbus_agent_rss_mb{{agent="agent-{i}"}}' in body
         assert f'fedbus_agent_telemetry_messages_total{{agent="agent-{i}"}}' in body
+
+
+async def test_a_coordinator_records_telemetry_beside_its_jobs(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    """What `coordinator run|serve` wraps its service in: telemetry lands in RUNS_DIR."""
+    path = tmp_path / "telemetry" / "agent-0.jsonl"
+
+    async def until_stored() -> str:
+        async with agents(settings, [AgentSpec()], telemetry_interval=INTERVAL):
+            async with asyncio.timeout(60):
+                while len(stored(path)) < 2:
+                    await asyncio.sleep(0.1)
+        return "done"
+
+    assert await with_telemetry(until_stored(), settings, tmp_path, metrics_port=0) == "done"
+    assert all(m.agent == "agent-0" for m in stored(path))

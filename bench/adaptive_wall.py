@@ -43,6 +43,7 @@ from coordinator.service import CoordinatorService
 from fedbus.protocol import bus
 
 REPO = Path(__file__).resolve().parent.parent
+AGENT_FLAGS: list[str] = []  # e.g. ["-v"] to see the agents' INFO logs
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist_5k.csv.gz"
 # (slowdown, link) per agent: compute 1x-8x and links 1-50 Mbit/s, not in step.
 AGENTS = [
@@ -65,7 +66,7 @@ def spawn_agents(
     procs = []
     for i, (slowdown, link) in enumerate(AGENTS):
         command = [
-            sys.executable, "-m", "edge_agent.cli", "run",
+            sys.executable, "-m", "edge_agent.cli", *AGENT_FLAGS, "run",
             "--id", f"agent-{i}", "--partition", str(i), "--threads", "1",
             "--slowdown", str(slowdown), "--link", link, "--telemetry-interval", "0",
             "--data", "fedbus.examples.mnist:load_partition",

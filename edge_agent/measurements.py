@@ -13,9 +13,11 @@ n bytes. A real agent measures them and keeps exponentially weighted moving aver
   its PUBACK. That time includes a round trip, so small payloads read as a slower link
   than the link is: the estimate errs on the side of a smaller upload, never a late one.
 
-Before any upload was timed the agent assumes :data:`UPLOAD_PRIOR_BYTES_PER_S` (1 Mbit/s,
-the slow end of the links the project plans for) rather than the download rate, which on
-an unshaped loopback is a decoder's speed, not a link's.
+Before any upload was timed the agent takes the measured download rate (a symmetric link;
+the first timed upload corrects it), and before even a download
+:data:`UPLOAD_PRIOR_BYTES_PER_S` (1 Mbit/s, the slow end of the links the project plans
+for). Assuming 1 Mbit/s whenever no upload was timed made every agent's first update a
+sparse one, on 50 Mbit/s links too.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ class Measurements:
         """Seconds an upload of ``nbytes`` is expected to take."""
         rate = self.upload_bytes_per_s
         if rate is None:
-            # No upload timed yet: links are rarely faster up than down, so a measured
-            # download slower than the prior is the better guess for the first upload.
-            rate = min(self.upload_prior_bytes_per_s, self.download_bytes_per_s or math.inf)
+            # No upload timed yet: assume the link is symmetric (the first upload corrects
+            # it), and 1 Mbit/s when not even a download was timed.
+            rate = self.download_bytes_per_s or self.upload_prior_bytes_per_s
         return max(nbytes, 0) / rate
 
     def as_static(self, model: str | None = None) -> dict[str, float]:

@@ -12,6 +12,7 @@ encoding) — all on the agent's monotonic clock, never its calendar clock.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,8 +103,11 @@ def plan_and_train(
     else:
         if config.t_budget is None:
             raise ValueError("adaptive training needs the task's t_budget")
+        warm_up_s = 0.0
         if measurements.step_estimate(config.model) is None:
+            began = time.perf_counter()
             per_step = trainer.measure_step_seconds(config, partition, WARMUP_STEPS)
+            warm_up_s = time.perf_counter() - began
             measurements.observe_steps(config.model, WARMUP_STEPS, per_step * WARMUP_STEPS)
         estimate = measurements.step_estimate(config.model)
         assert estimate is not None
@@ -122,6 +126,10 @@ def plan_and_train(
         outcome = trainer.train(
             config, partition, model.tensors, model.layout, seed=seed, plan=plan
         )
+        measurements.observe_steps(config.model, outcome.steps, outcome.compute_seconds)
+        outcome.compute_seconds += warm_up_s  # spent on this round's clock: reported too
+        planned = upload_s(outcome.keep_frac) if outcome.success else 0.0
+        return WallOutcome(outcome, planned)
     measurements.observe_steps(config.model, outcome.steps, outcome.compute_seconds)
     planned = upload_s(outcome.keep_frac) if outcome.success else 0.0
     return WallOutcome(outcome, planned)

@@ -720,6 +720,7 @@ class JobRunner:
         )
         report.extra["failed"] = sorted(failures)
         report.extra["failure_reasons"] = {a: failures[a].reason for a in sorted(failures)}
+        report.extra["resources"] = {a: r.meta.resources for a, r in replies.items()}
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from coordinator.device_report import plot_devices
 from coordinator.events import EventName, read_events
 
 if TYPE_CHECKING:
@@ -895,6 +896,7 @@ def write_report(
         intro=describe(runs, groups, clock, target, baseline, [str(p) for p in paths]),
     )
     render(groups, clock, target, out)
+    plot_devices(find_run_dirs(paths), out)  # per-device round time and energy
     (out / "summary.md").write_text(markdown_summary(summary), encoding="utf-8")
     return summary
 

@@ -97,6 +97,7 @@ class EdgeAgent:
         monotonic: Callable[[], float] = time.monotonic,
         telemetry_interval: float = 0.0,
         telemetry_sources: Sequence[TelemetrySource] | None = None,
+        telemetry_mode: str = "live",
     ) -> None:
         self.identity = identity
         self.profile = identity.profile  # refreshed with measurements after each job's first task
@@ -136,6 +137,7 @@ class EdgeAgent:
                 self._publish_telemetry,
                 telemetry_sources,
                 clock=clock,
+                mode=telemetry_mode,
             )
             if telemetry_interval > 0
             else None
@@ -293,6 +295,8 @@ class EdgeAgent:
                 await self._report_failure(task, describe(exc))
             self._received.pop(task.task_id, None)
             self._idle_since = self.monotonic()
+            if self.telemetry is not None and self.telemetry.buffered:
+                await self.telemetry.flush()  # batch mode: between tasks, off the round's path
             self.tasks_done += 1
 
     async def _report_failure(

@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ModelStore(),
         shaper=LinkShaper(args.link) if args.link is not None else None,
         telemetry_interval=args.telemetry_interval,
+        telemetry_mode=args.telemetry_mode,
     )
     if step_s is not None:
         agent.measurements.observe_steps(args.model, WARMUP_STEPS, step_s * WARMUP_STEPS)
@@ -157,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="test aid: shape this agent's own sends and receives to a rate, e.g. 2mbit "
         "(token bucket, real sleeps; default: unshaped)",
+    )
+    run.add_argument(
+        "--telemetry-mode",
+        choices=("live", "batch"),
+        default="live",
+        help="live: publish each sample as taken; batch: keep them and publish after each "
+        "task, off the training rounds' link time (default live)",
     )
     run.add_argument(
         "--model",

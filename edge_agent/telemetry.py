@@ -21,6 +21,7 @@ mode; ``0`` turns it off) and publishes one JSON ``Telemetry`` at QoS 0.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -199,7 +200,13 @@ def sample(
 
 
 class TelemetryPublisher:
-    """Samples the sources every ``interval_s`` and hands the message to ``publish``."""
+    """Samples the sources every ``interval_s`` and hands the messages to ``publish``.
+
+    ``live`` (CoLExT's scrape mode): each sample is published as it is taken. ``batch``
+    (CoLExT's end-of-run push): samples are kept and published together by :meth:`flush`,
+    which the agent calls after each task, so telemetry never shares the link with a
+    model or an update (at most ``max_buffered`` are kept; the oldest go first).
+    """
 
     def __init__(
         self,
@@ -208,24 +215,40 @@ class TelemetryPublisher:
         publish: Callable[[Telemetry], Awaitable[None]],
         sources: Sequence[TelemetrySource] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        mode: str = "live",
+        max_buffered: int = 10_000,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"telemetry interval must be > 0 s, got {interval_s}")
+        if mode not in ("live", "batch"):
+            raise ValueError(f"telemetry mode must be live or batch, got {mode!r}")
         self.agent = agent
         self.interval_s = interval_s
         self.publish = publish
         self.sources = list(sources) if sources is not None else default_sources()
         self.clock = clock
+        self.mode = mode
+        self.buffered: collections.deque[Telemetry] = collections.deque(maxlen=max_buffered)
         self.sent = 0
 
     async def run(self) -> None:
-        """Publish until cancelled, one sample per interval (not drifting with its cost)."""
+        """Sample until cancelled, once per interval (not drifting with its cost)."""
         next_at = time.monotonic()
         while True:
             message = await asyncio.to_thread(
                 sample, self.agent, self.sources, self.clock(), self.interval_s
             )
-            await self.publish(message)
-            self.sent += 1
+            if self.mode == "live":
+                await self.publish(message)
+                self.sent += 1
+            else:
+                self.buffered.append(message)
             next_at += self.interval_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def flush(self) -> None:
+        """Publish the buffered samples (batch mode), oldest first."""
+        while self.buffered:
+            await self.publish(self.buffered.popleft())
+            self.sent += 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.telemetry import HostSource, JetsonSource, sample
+from edge_agent.telemetry import HostSource, JetsonSource, TelemetryPublisher, sample
 from fedbus.protocol.messages import Telemetry, decode_json, encode_json
 
 
@@ -72,3 +72,25 @@ class Broken:
 def test_a_failing_source_is_dropped_from_the_sample_not_the_agent(tmp_path: Path) -> None:
     message = sample("a", [Broken(), JetsonSource(jetson_tree(tmp_path))], ts=1.0)
     assert message.power_w == pytest.approx(8.0)
+
+
+async def test_batch_mode_publishes_the_kept_samples_oldest_first_on_flush() -> None:
+    published: list[float] = []
+
+    async def publish(message: Telemetry) -> None:
+        published.append(message.ts)
+
+    publisher = TelemetryPublisher("a", 1.0, publish, sources=[], mode="batch", max_buffered=2)
+    for ts in (1.0, 2.0, 3.0):  # what run() keeps between tasks; the oldest falls out
+        publisher.buffered.append(sample("a", [], ts=ts))
+    await publisher.flush()
+    assert published == [2.0, 3.0] and publisher.sent == 2 and not publisher.buffered
+
+
+def test_an_unknown_mode_or_interval_is_refused() -> None:
+    async def publish(message: Telemetry) -> None: ...
+
+    with pytest.raises(ValueError, match="mode"):
+        TelemetryPublisher("a", 1.0, publish, sources=[], mode="sometimes")
+    with pytest.raises(ValueError, match="interval"):
+        TelemetryPublisher("a", 0.0, publish, sources=[])

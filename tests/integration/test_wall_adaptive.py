@@ -16,7 +16,13 @@ from edge_agent.link_shaper import LinkShaper, parse_rate
 from edge_agent.model_store import ModelStore
 from edge_agent.trainer import LocalTrainer
 from fedbus.protocol import bus
-from fedbus.protocol.messages import AgentProfile, UpdateMeta, decode_envelope
+from fedbus.protocol.messages import (
+    AgentProfile,
+    AgentStatus,
+    UpdateMeta,
+    decode_envelope,
+    decode_json,
+)
 from fedbus.protocol.topics import Topics
 
 from .conftest import job_config
@@ -194,3 +200,51 @@ async def test_an_agent_whose_clock_is_hours_off_still_meets_its_budget(
     assert len(updates) == 4
     for meta in updates:
         assert meta.success and meta.timings.total <= 1.1 * t_budget, meta
+
+
+async def test_the_profile_is_republished_with_what_the_first_task_measured(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    statuses: list[AgentStatus] = []
+    ready = asyncio.Event()
+
+    async def watch() -> None:
+        client = bus.make_client(settings, f"status-{time.monotonic_ns()}", persistent=False)
+        async with client:
+            await client.subscribe(Topics(settings.prefix).all_agent_status(), qos=1)
+            ready.set()
+            async for message in client.messages:
+                statuses.append(decode_json(AgentStatus, bytes(message.payload)))  # type: ignore[arg-type]
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(10):
+            await ready.wait()
+        config = job_config(
+            name="prof", data_args=DIGITS_DATA, rounds=2, num_participants=1, min_agents=1,
+            adaptive_training=True, t_budget=2.0, eval_interval=0,
+        )  # fmt: skip
+        async with agents(settings, [AgentSpec(link="2mbit")]):
+            service = CoordinatorService(settings, runs_dir=tmp_path)
+            service.submit(config)
+            async with asyncio.timeout(120):
+                assert await service.serve(exit_when_idle=True) == {"prof": True}
+            async with asyncio.timeout(10):
+                while not any(
+                    s.profile and "upload_bytes_per_s" in s.profile.static for s in statuses
+                ):
+                    await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    online = [s for s in statuses if s.state == "online" and s.profile is not None]
+    first, refreshed = online[0].profile, online[-1].profile
+    assert first is not None and refreshed is not None
+    assert "step_time_s" not in first.static  # nothing measured at start-up
+    static = refreshed.static
+    assert isinstance(static["step_time_s"], float) and static["step_time_s"] > 0
+    # The shaped link as measured: a 2 Mbit/s bucket carries 250 kB/s, plus its burst
+    # (2.5 kB, free at the start of each 38 kB transfer); unshaped it would be MB/s.
+    for key in ("download_bytes_per_s", "upload_bytes_per_s"):
+        assert 0 < float(static[key]) <= 250_000 * 1.1, static  # type: ignore[arg-type]

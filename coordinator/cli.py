@@ -15,6 +15,7 @@ from rich.console import Console
 from coordinator import credentials, jobs_cli, report, seed_model, watch
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
+from coordinator.metrics_http import with_telemetry
 from coordinator.process_tuning import GcFreeze, keep_freed_memory_mapped
 from coordinator.scheduler import Policy
 from coordinator.service import CoordinatorService
@@ -82,7 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_runner=on_runner,
     )
     service.submit(config)
-    results = asyncio.run(service.serve(exit_when_idle=True))
+    results = asyncio.run(
+        with_telemetry(
+            service.serve(exit_when_idle=True),
+            broker_settings(args),
+            Path(args.runs_dir),
+            args.metrics_port,
+            args.metrics_host,
+        )
+    )
     return 0 if results.get(config.name) else 1
 
 
@@ -114,7 +123,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in args.jobs:
         service.submit(load_job(path))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(service.serve())
+        asyncio.run(
+            with_telemetry(
+                service.serve(),
+                broker_settings(args),
+                Path(args.runs_dir),
+                args.metrics_port,
+                args.metrics_host,
+            )
+        )
     return 0
 
 
@@ -166,6 +183,16 @@ async def retained_status(
     return None
 
 
+def add_metrics_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (per agent and job) on this port; 0: any free port",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address to serve them on")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -178,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--id", default="coordinator", help="MQTT client id (fixed: persistent session)"
     )
     run.add_argument("--quiet", action="store_true")
+    add_metrics_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -193,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         default="fifo",
         help="which waiting job the shared agents go to first (see docs/scheduling.md)",
     )
+    add_metrics_args(serve)
     add_broker_args(serve)
     serve.set_defaults(func=cmd_serve)
 

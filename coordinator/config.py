@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coordinator.eligibility import Requirements
+from coordinator.wall_clock_checks import check_wall_clock
 from fedbus.protocol.topics import check_id
 
 
@@ -113,6 +114,7 @@ class JobConfig(BaseModel):
             )
         if self.clock == "virtual" and self.fleet is None:
             raise ValueError("clock: virtual needs a fleet file (field 'fleet')")
+        check_wall_clock(self)
         return self
 
     @property

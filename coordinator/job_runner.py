@@ -34,6 +34,7 @@ from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.job_leases import JobLease
+from coordinator.measured_profile import measured_client_profile
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
 from coordinator.server_eval import ServerEvaluator
@@ -503,7 +504,9 @@ class JobRunner:
             profile = self.registry.profile(agent)
             num_samples = (profile.num_samples if profile else None) or 1
             static = dict(profile.static) if profile else {}
-            client = ClientProfile(num_samples=num_samples, static=static)
+            client = measured_client_profile(
+                num_samples, static, self.config.local_steps, self.layout.num_params
+            )
             if self.fleet is not None:
                 device = self.fleet.by_id(agent)
                 times = simulate_round(
@@ -644,6 +647,7 @@ class JobRunner:
                 model_version=self.model_version,
                 config=configs[agent],
                 deadline=deadline,
+                timeout=timeout,
                 virtual_start=self.virtual_time,
                 issued_at=time.time(),
                 validate_first=requests.get(agent),
@@ -770,6 +774,8 @@ class JobRunner:
             virtual_duration=virtual_duration,
         )
         report.extra["failed"] = sorted(failures)
+        report.extra["failure_reasons"] = {a: failures[a].reason for a in sorted(failures)}
+        report.extra["resources"] = {a: r.meta.resources for a, r in replies.items()}
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}

@@ -14,23 +14,27 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
-
-from edge_agent.compression import effective_keep, sparsify
+from edge_agent.compat import TaskGroup
+from edge_agent.link_shaper import LinkShaper
+from edge_agent.measurements import Measurements
 from edge_agent.model_store import GlobalModel, ModelStore
-from edge_agent.trainer import LocalTrainer, TrainOutcome
+from edge_agent.round_resources import RoundResources
+from edge_agent.telemetry import TelemetryPublisher, TelemetrySource
+from edge_agent.trainer import LocalTrainer
+from edge_agent.updates import UpdatePlan, build_update, describe, timed
+from edge_agent.wall_training import train_on_wall
 from fedbus.protocol import bus
-from fedbus.protocol.codec import SparseTensor, Tensor
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import (
     AgentProfile,
     AgentStatus,
     ResultMeta,
     Task,
+    Telemetry,
     Timings,
     UpdateMeta,
     decode_envelope,
@@ -58,6 +62,8 @@ MODEL_QOS = 0
 # for that MLP), so the second round already runs inline. Longer work, work not measured
 # yet and a custom train_fn (it may wait on something only the loop can deliver) stay
 # off it.
+# A task received within this long of its model's last byte came with it (_round_start).
+MODEL_THEN_TASK_SECONDS = 1.0
 INLINE_CPU_SECONDS = 0.1
 INLINE_WALL_SECONDS = 2.0
 
@@ -69,14 +75,6 @@ class AgentIdentity:
     agent_id: str
     partition: int
     profile: AgentProfile
-
-
-@dataclass(frozen=True)
-class UpdatePlan:
-    """What to upload: the outcome plus the virtual timings when the clock is virtual."""
-
-    outcome: TrainOutcome
-    timings: Timings
 
 
 # Adaptive training and virtual clocks replace how a task is trained and timed.
@@ -94,8 +92,15 @@ class EdgeAgent:
         compute_lock: asyncio.Lock | None = None,
         train_fn: TrainFn | None = None,
         subscribe_models: bool = True,
+        shaper: LinkShaper | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        telemetry_interval: float = 0.0,
+        telemetry_sources: Sequence[TelemetrySource] | None = None,
+        telemetry_mode: str = "live",
     ) -> None:
         self.identity = identity
+        self.profile = identity.profile  # refreshed with measurements after each job's first task
         self.broker = broker
         self.topics = Topics(broker.prefix)
         self.trainer = trainer
@@ -109,15 +114,43 @@ class EdgeAgent:
         self._buffer = bytearray()
         # (CPU, wall) seconds the last compute of each kind ("train", "validate") took.
         self._compute_cost: dict[str, tuple[float, float]] = {}
+        # Time is measured on the monotonic clock only: a device's calendar clock may be
+        # hours off (no battery-backed clock, no NTP). ``clock`` (the calendar) only stamps
+        # status messages and judges a task that carries no relative timeout.
+        self.clock = clock
+        self.monotonic = monotonic
+        self.shaper = shaper
+        self.measurements = Measurements()
+        self.resources = RoundResources(trainer.device)
+        self._received: dict[str, float] = {}  # task id -> monotonic time of receipt
+        self._task_received = 0.0  # receipt time of the task being trained
+        self._model_began: dict[str, tuple[float, int]] = {}  # job -> (first byte, bytes)
+        # job -> (version, first byte, last byte) of the last model fetched, and when the
+        # agent last went idle (see _round_start).
+        self._fetched: dict[str, tuple[int, float, float]] = {}
+        self._idle_since = -math.inf
+        self._profiled: set[str] = set()  # jobs whose measurements the profile carries
+        self.telemetry = (
+            TelemetryPublisher(
+                identity.agent_id,
+                telemetry_interval,
+                self._publish_telemetry,
+                telemetry_sources,
+                clock=clock,
+                mode=telemetry_mode,
+            )
+            if telemetry_interval > 0
+            else None
+        )
 
     @property
     def agent_id(self) -> str:
         return self.identity.agent_id
 
     def _status(self, state: str) -> bytes:
-        profile = self.identity.profile if state == "online" else None
+        profile = self.profile if state == "online" else None
         return encode_json(
-            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=time.time())  # type: ignore[arg-type]
+            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=self.clock())  # type: ignore[arg-type]
         )
 
     async def run(self) -> None:
@@ -128,8 +161,10 @@ class EdgeAgent:
         persistent session also kept any tasks sent meanwhile); a task whose deadline has
         passed by then is abandoned rather than trained for nothing.
         """
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             group.create_task(self._work(), name=f"{self.agent_id}-work")
+            if self.telemetry is not None:
+                group.create_task(self.telemetry.run(), name=f"{self.agent_id}-telemetry")
             await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._link.down)
 
     @property
@@ -139,8 +174,22 @@ class EdgeAgent:
 
     async def _publish(self, topic: str, payload: bytes | bytearray, transfer: str) -> None:
         """Publish once connected; a dropped session's publish is sent again on the next."""
+        if self.shaper is not None:
+            await self.shaper.send(len(payload))
         await self._link.publish(
             topic, payload, transfer=transfer, chunk_size=self.broker.chunk_size
+        )
+
+    async def _publish_telemetry(self, message: Telemetry) -> None:
+        payload = encode_json(message)
+        if self.shaper is not None:
+            await self.shaper.send(len(payload))
+        await self._link.publish(
+            self.topics.agent_telemetry(self.agent_id),
+            payload,
+            transfer="telemetry",
+            chunk_size=self.broker.chunk_size,
+            qos=0,
         )
 
     async def _session(self) -> None:
@@ -183,18 +232,48 @@ class EdgeAgent:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 raise FedbusProtocolError("payload is not bytes")
+            began = self.monotonic()
+            if self.shaper is not None:
+                await self.shaper.receive(len(payload))
             if parsed.kind in (TopicKind.JOB_MODEL, TopicKind.JOB_MODEL_CHUNK):
-                await self.models.offer(payload, key=parsed.job or "")
+                await self._receive_model(parsed.job or "", payload, began)
             elif parsed.kind is TopicKind.AGENT_TASKS:
                 task, _ = decode_envelope(Task, payload)
+                self._received[task.task_id] = began
                 self._queue.put_nowait(task)
         except FedbusProtocolError as exc:
             log.warning("agent %s: dropped message on %s: %s", self.agent_id, message.topic, exc)
 
+    async def _receive_model(self, job: str, payload: bytes | bytearray, began: float) -> None:
+        """Offer a model (or chunk) to the store; time each new model's download."""
+        first, size = self._model_began.get(job, (began, 0))
+        self._model_began[job] = (first, size + len(payload))
+        before = self.models.latest(job)
+        try:
+            model = await self.models.offer(payload, key=job)
+        except BaseException:
+            self._model_began.pop(job, None)
+            raise
+        if model is not None and model is not before:
+            self._model_began.pop(job, None)
+            now = self.monotonic()
+            self._fetched[job] = (model.version, first, now)
+            self.measurements.observe_download(size + len(payload), now - first)
+        elif model is not None:
+            self._model_began.pop(job, None)  # a version already held: nothing was fetched
+
+    def _expired(self, task: Task) -> bool:
+        """Past its time: the relative timeout from receipt, else the absolute deadline."""
+        received = self._received.get(task.task_id)
+        if task.timeout is not None and received is not None:
+            return self.monotonic() - received > task.timeout
+        return task.deadline is not None and self.clock() > task.deadline
+
     async def _work(self) -> None:
         while True:
             task = await self._queue.get()
-            if task.deadline is not None and time.time() > task.deadline:
+            if self._expired(task):
+                self._received.pop(task.task_id, None)
                 log.info(
                     "agent %s: skipping task %s past its deadline", self.agent_id, task.task_id
                 )
@@ -214,6 +293,10 @@ class EdgeAgent:
                 # counts a failure instead of waiting out the deadline, and serve on.
                 log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
                 await self._report_failure(task, describe(exc))
+            self._received.pop(task.task_id, None)
+            self._idle_since = self.monotonic()
+            if self.telemetry is not None and self.telemetry.buffered:
+                await self.telemetry.flush()  # batch mode: between tasks, off the round's path
             self.tasks_done += 1
 
     async def _report_failure(
@@ -238,13 +321,35 @@ class EdgeAgent:
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 
+    def _round_start(self, task: Task, received: float) -> float:
+        """When this task's round began for the agent: its receipt, or the start of its
+        model's download when that belongs to the same round.
+
+        The coordinator publishes a round's model just before its tasks, so on a slow link
+        the task arrives right behind the model, and fetching it is part of the round's
+        time (and budget). A model fetched long before the task (the retained one, at
+        connection) or before the agent's previous task ended is not.
+        """
+        fetched = self._fetched.get(task.job)
+        if fetched is None:
+            return received
+        version, first, last = fetched
+        same_round = (
+            version == task.model_version
+            and first > self._idle_since
+            and received - last <= MODEL_THEN_TASK_SECONDS
+        )
+        return min(received, first) if same_round else received
+
     async def _handle(self, task: Task) -> None:
-        received = time.perf_counter()
+        received = self._received.get(task.task_id, self.monotonic())
         model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
             return
-        t_dl = time.perf_counter() - received
+        received = self._round_start(task, received)
+        self._task_received = received
+        t_dl = self.monotonic() - received
         if task.kind == "validate":
             async with self.compute_lock:
                 result = await self._validate(task, model, task.task_id, task.round)
@@ -259,7 +364,7 @@ class EdgeAgent:
         validated = 0.0
         async with self.compute_lock:
             if task.validate_first is not None:
-                began = time.perf_counter()
+                began = self.monotonic()
                 request = task.validate_first
                 result = await self._validate(task, model, request.task_id, request.round)
                 if request.in_update:
@@ -274,8 +379,9 @@ class EdgeAgent:
                             request.task_id,
                         )
                     )
-                validated = time.perf_counter() - began
+                validated = self.monotonic() - began
             try:
+                self.resources.begin()
                 plan = await self._compute("train", self.train_fn, task, model, self.identity)
             except Exception as exc:
                 if folded is None:
@@ -290,15 +396,19 @@ class EdgeAgent:
                 Timings(
                     t_dl=t_dl,
                     t_comp=plan.outcome.compute_seconds,
-                    wall_duration=time.perf_counter() - received - validated,
+                    t_ul=plan.timings.t_ul,  # planned: this upload cannot time itself
+                    wall_duration=self.monotonic() - received - validated,
                 ),
             )
         meta, tensors = build_update(task, self.agent_id, plan, model, folded)
+        meta = meta.model_copy(update={"resources": self.resources.end()})
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
+            began = self.monotonic()
             await self._publish(
                 self.topics.job_update(task.job, self.agent_id), payload, task.task_id
             )
+            self.measurements.observe_upload(len(payload), self.monotonic() - began)
         except BaseException:
             # paho may still hold the payload to resend after a reconnect: never reuse it.
             self._buffer = bytearray()
@@ -308,6 +418,22 @@ class EdgeAgent:
         self._buffer = payload
         if result_sent is not None:
             await result_sent
+        if task.job not in self._profiled and task.config.clock == "wall":
+            await self._refresh_profile(task)
+
+    async def _refresh_profile(self, task: Task) -> None:
+        """Republish the retained status with what this job's first task measured."""
+        self._profiled.add(task.job)
+        measured = self.measurements.as_static(task.config.model)
+        static = {**self.profile.static, **measured}
+        self.profile = self.profile.model_copy(update={"static": static})
+        await self._link.publish(
+            self.topics.agent_status(self.agent_id),
+            self._status("online"),
+            transfer=f"{task.task_id}-status",
+            chunk_size=self.broker.chunk_size,
+            retain=True,
+        )
 
     async def _compute(self, kind: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the loop when it was short last time, else in a worker thread."""
@@ -349,78 +475,14 @@ class EdgeAgent:
         return meta
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
-        outcome = self.trainer.train(
-            task.config,
+        received = self._task_received
+        result = train_on_wall(
+            self.trainer,
+            self.measurements,
+            task,
+            model,
             identity.partition,
-            model.tensors,
-            model.layout,
             seed=task.config.seed * 1_000_003 + task.round * 7919 + identity.partition,
+            elapsed=lambda: self.monotonic() - received,
         )
-        outcome.keep_frac = task.config.keep_frac
-        return UpdatePlan(outcome, Timings())
-
-
-def describe(exc: Exception) -> str:
-    """A failure's reason as it travels in an update or result (bounded in length)."""
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
-def timed(fn: Callable[..., T], *args: Any) -> tuple[T, tuple[float, float]]:
-    """``fn(*args)`` and the (CPU of the calling thread, wall) seconds it took."""
-    cpu, wall = time.thread_time(), time.perf_counter()
-    result = fn(*args)
-    return result, (time.thread_time() - cpu, time.perf_counter() - wall)
-
-
-def l2_norm(values: np.ndarray) -> float:
-    """||values||_2 accumulated in float64: a float32 sum of squares overflows above ~1e19."""
-    return math.sqrt(float(np.einsum("i,i->", values, values, dtype=np.float64)))
-
-
-def build_update(
-    task: Task,
-    agent_id: str,
-    plan: UpdatePlan,
-    model: GlobalModel,
-    validation: ResultMeta | None = None,
-) -> tuple[UpdateMeta, dict[str, Tensor]]:
-    """The update message: dense named deltas, or one sparse flat delta below keep 1."""
-    outcome = plan.outcome
-    value_dtype = np.float16 if task.config.value_dtype == "float16" else np.float32
-    tensors: dict[str, Tensor] = {}
-    encoding = "none"
-    # The norm of what is uploaded (the top-k part when sparse), PyramidFL's gradient size.
-    grad_norm = 0.0
-    if outcome.success:
-        outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
-        if outcome.keep_frac < 1.0:
-            sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
-            tensors["delta"] = SparseTensor(sparse.size, sparse.indices, sparse.values)
-            grad_norm = l2_norm(sparse.values)
-            encoding = "sparse"
-        else:
-            delta = outcome.delta.astype(value_dtype, copy=False)
-            tensors = dict(model.layout.unflatten(delta))
-            grad_norm = l2_norm(outcome.delta)
-            encoding = "dense"
-    meta = UpdateMeta(
-        job=task.job,
-        round=task.round,
-        agent=agent_id,
-        task_id=task.task_id,
-        base_version=task.model_version,
-        success=outcome.success,
-        reason=outcome.reason,
-        num_examples=outcome.num_examples,
-        encoding=encoding,  # type: ignore[arg-type]
-        utility=outcome.utility,
-        grad_norm=grad_norm,
-        loss=outcome.loss,
-        steps=outcome.steps,
-        steps_phase1=outcome.steps_phase1,
-        steps_phase2=outcome.steps_phase2,
-        keep_frac=outcome.keep_frac,
-        timings=plan.timings,
-        validation=validation,
-    )
-    return meta, tensors
+        return UpdatePlan(result.outcome, Timings(t_ul=result.upload_s))

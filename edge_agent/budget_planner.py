@@ -85,6 +85,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from edge_agent.compat import StrEnum
+
 __all__ = [
     "BudgetKnobs",
     "BudgetPlanner",
@@ -102,7 +104,7 @@ class PlannerStateError(RuntimeError):
     """An input that the planner's current state does not accept (a caller bug)."""
 
 
-class StopReason(enum.StrEnum):
+class StopReason(StrEnum):
     """Why a plan finished (``Finish.reason``; plain strings on the wire)."""
 
     BUDGET_TOO_SMALL = "budget too small for one step"

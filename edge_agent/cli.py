@@ -7,16 +7,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 
 from edge_agent.agent import AgentIdentity, EdgeAgent
+from edge_agent.link_shaper import LinkShaper, parse_rate
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
+from edge_agent.wall_training import WARMUP_STEPS
 from fedbus.protocol import env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
-from fedbus.protocol.messages import AgentProfile, Scalar
+from fedbus.protocol.messages import AgentProfile, Scalar, TrainConfig
 from fedbus.protocol.topics import check_id
 
 
@@ -26,19 +29,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    trainer = LocalTrainer(args.device)
+    trainer = LocalTrainer(args.device, slowdown=args.slowdown)
     trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
-    profile = advertise(
-        detect_profile(trainer.device, partition=args.partition, num_samples=size), args
-    )
+    profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)
+    step_s = None
+    if args.model is not None and data is not None:
+        # Timed on the job's model before any task: the selectors register this agent
+        # with a measured duration instead of a default one.
+        config = TrainConfig(model=args.model, data=data.data, data_args=dict(data.data_args))
+        step_s = trainer.measure_step_seconds(config, args.partition, WARMUP_STEPS)
+        profile = profile.model_copy(update={"static": {**profile.static, "step_time_s": step_s}})
+    profile = advertise(profile, args)
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
         trainer,
         ModelStore(),
+        shaper=LinkShaper(args.link) if args.link is not None else None,
+        telemetry_interval=args.telemetry_interval,
+        telemetry_mode=args.telemetry_mode,
     )
+    if step_s is not None:
+        agent.measurements.observe_steps(args.model, WARMUP_STEPS, step_s * WARMUP_STEPS)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
     return 0
@@ -57,6 +71,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         broker_settings(args),
         count=args.count,
         offset=args.offset,
+        device=args.device,
         name=args.name,
         data=data_spec(args),
     )
@@ -107,6 +122,23 @@ def parse_data_args(text: str) -> dict[str, Scalar]:
     ):
         raise argparse.ArgumentTypeError("must be a JSON object of scalars")
     return value
+
+
+def slowdown_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}")
+    return value
+
+
+def link_rate(text: str) -> float:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def data_spec(args: argparse.Namespace) -> DataSpec | None:
@@ -164,6 +196,40 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="jobs this agent works for at once (default 1)",
     )
+    # Test aids: make agents on one machine as different as a fleet of devices.
+    run.add_argument(
+        "--slowdown",
+        type=slowdown_factor,
+        default=1.0,
+        help="test aid: make every computation X times slower with real sleeps (default 1)",
+    )
+    run.add_argument(
+        "--link",
+        type=link_rate,
+        default=None,
+        help="test aid: shape this agent's own sends and receives to a rate, e.g. 2mbit "
+        "(token bucket, real sleeps; default: unshaped)",
+    )
+    run.add_argument(
+        "--telemetry-mode",
+        choices=("live", "batch"),
+        default="live",
+        help="live: publish each sample as taken; batch: keep them and publish after each "
+        "task, off the training rounds' link time (default live)",
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="the job's model entry point (with --data): time SGD steps on it at start-up, "
+        "so the agent's profile carries a measured step time before its first task",
+    )
+    run.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=10.0,
+        help="seconds between telemetry messages (CPU, memory, network; GPU and Jetson "
+        "sensors where present); 0: none (default 10)",
+    )
     add_data_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
@@ -178,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default="emulator", help="client-id prefix of the model listener"
     )
     emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    emulate.add_argument(
+        "--device", default="cpu", help="torch device the emulated agents train on (cpu, cuda)"
+    )
     add_data_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
@@ -192,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(args.data_dir)
         except OSError as exc:
             parser.error(f"--data-dir {args.data_dir}: {exc.strerror or exc}")
+    if getattr(args, "model", None) and not args.data:
+        parser.error("--model needs --data (the step is timed on this agent's partition)")
+    if getattr(args, "telemetry_interval", 0.0) < 0:
+        parser.error("--telemetry-interval must be >= 0")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.agent import MODEL_QOS, AgentIdentity, EdgeAgent, UpdatePlan
+from edge_agent.compat import TaskGroup
 from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.profile import DataSpec, partition_size
@@ -245,7 +246,7 @@ class Emulator:
         self, *, connected: asyncio.Event | None = None, connect_concurrency: int = 64
     ) -> None:
         raise_fd_limit(len(self.agents) + 256)
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             group.create_task(self.listener.run(), name="model-listener")
             started = time.monotonic()
             gate = asyncio.Semaphore(connect_concurrency)

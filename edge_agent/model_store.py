@@ -65,7 +65,16 @@ class ModelStore:
 
     async def wait_for(self, job: str, version: int, timeout: float) -> GlobalModel | None:
         """The model of ``job`` at exactly ``version``; None on timeout or if it moved on."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: self.has(job, version))
+
+        async def arrived() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.has(job, version))
+
+        # asyncio.wait_for, not asyncio.timeout: the agent side runs on Python 3.10, where
+        # asyncio.TimeoutError is not yet the built-in TimeoutError the agent catches.
+        try:
+            await asyncio.wait_for(arrived(), timeout)
+        except asyncio.TimeoutError:  # noqa: UP041 (not TimeoutError on Python 3.10)
+            raise TimeoutError(f"model {job} v{version} did not arrive in {timeout} s") from None
         model = self._models[job]
         return model if model.version == version else None

@@ -53,6 +53,20 @@ def detect_profile(
     device: torch.device, *, partition: int | None = None, num_samples: int | None = None
 ) -> AgentProfile:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    jetson = jetson_model()
+    memory = psutil.virtual_memory()
+    # Keys Bliss's static features read (os, device_type, ram_gb), and what else is known.
+    static: dict[str, Scalar] = {
+        "os": platform.system().lower(),
+        "device_type": "jetson" if jetson else "server",
+        "ram_gb": round(memory.total / 2**30, 2),
+        "ram_available_gb": round(memory.available / 2**30, 2),
+    }
+    if device.type == "cuda":
+        static["gpu_mem_gb"] = round(
+            torch.cuda.get_device_properties(device).total_memory / 2**30, 2
+        )
+    static.update(battery())
     return AgentProfile(
         hostname=socket.gethostname(),
         platform=f"{platform.system()} {platform.machine()}",
@@ -60,7 +74,19 @@ def detect_profile(
         ram_gb=round(psutil.virtual_memory().total / 2**30, 2),
         torch_device=str(device),
         gpu_name=gpu,
-        jetson_model=jetson_model(),
+        jetson_model=jetson,
         partition=partition,
         num_samples=num_samples,
+        static=static,
     )
+
+
+def battery() -> dict[str, Scalar]:
+    """Battery charge and whether it is plugged in, where psutil sees a battery."""
+    try:
+        state = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):  # no sensor API on this platform
+        return {}
+    if state is None:
+        return {}
+    return {"battery_percent": float(state.percent), "power_plugged": bool(state.power_plugged)}

@@ -43,5 +43,13 @@ def load_numpy_state(
         # The wire's arrays are read-only views of the received payload; torch warns about
         # wrapping them, but they are only ever the source of a copy here.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        pinned = False
         for name, target in (floating_state(model) if state is None else state).items():
-            target.copy_(torch.from_numpy(np.asarray(tensors[name])).reshape(target.shape))
+            source = torch.from_numpy(np.asarray(tensors[name])).reshape(target.shape)
+            if target.is_cuda:
+                # Through page-locked memory: the copy to the GPU runs as DMA, asynchronously.
+                source = source.pin_memory()
+                pinned = True
+            target.copy_(source, non_blocking=target.is_cuda)
+        if pinned:
+            torch.cuda.synchronize()  # the pinned sources must outlive their copies

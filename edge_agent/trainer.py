@@ -145,10 +145,22 @@ def _plain_mode_switch(cls: type[nn.Module]) -> bool:
 class LocalTrainer:
     """Builds model slots and partitions from entry points; trains and validates on a device."""
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        *,
+        slowdown: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not (math.isfinite(slowdown) and slowdown >= 1.0):
+            raise ValueError(f"slowdown must be a finite number >= 1, got {slowdown}")
         self.device = torch.device(device)
+        # A test aid (``edge-agent run --slowdown X``): every computation is followed by a
+        # real sleep of (X - 1) times its own duration, so it takes X times as long.
+        self.slowdown = slowdown
+        self._sleep = sleep
         self._models: dict[str, ModelSlot] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
@@ -173,6 +185,44 @@ class LocalTrainer:
                 optimizer.step_on(losses.mean())
             evaluate_model(model, x, y)
 
+    def slow_down(self, seconds: float) -> None:
+        """Sleep (slowdown - 1) x ``seconds``: a computation of that length, X times slower."""
+        if self.slowdown > 1.0 and seconds > 0.0:
+            self._sleep((self.slowdown - 1.0) * seconds)
+
+    def measure_step_seconds(self, config: TrainConfig, partition: int, steps: int = 3) -> float:
+        """Seconds per SGD step of the job's model on this device, slowdown included.
+
+        One untimed step first (the model's first step allocates and warms its kernels),
+        then ``steps`` timed ones on a scratch optimiser. The weights they change are
+        reloaded from the global model by the training that follows (the slot is marked
+        changed), so the measurement costs time but no accuracy.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        data = self.partition(config, partition)
+        if data.num_train == 0:
+            raise ValueError("no training data to time a step on")
+        model = self.model(config.model)
+        set_training(model, True)
+        optimizer = MomentumSGD(list(model.parameters()), lr=0.0, momentum=0.0)
+        batch = min(config.batch_size, data.num_train)
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        elapsed = 0.0
+        for i in range(steps + 1):
+            idx = torch.randint(0, data.num_train, (batch,), generator=generator)
+            idx = idx.to(data.train_x.device)
+            began = time.perf_counter()
+            losses = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            optimizer.step_on(losses)
+            if data.train_x.device.type == "cuda":
+                torch.cuda.synchronize(data.train_x.device)
+            took = time.perf_counter() - began
+            self.slow_down(took)
+            if i > 0:
+                elapsed += took * self.slowdown
+        return elapsed / steps
+
     def model(self, spec: str) -> nn.Module:
         """The model instance of ``spec``, for a caller that may change its weights."""
         slot = self._slot(spec)
@@ -196,10 +246,14 @@ class LocalTrainer:
             train, test = resolve(data)(partition, **data_args)
             tx, ty = as_tensors(train)
             vx, vy = as_tensors(test)
-            self._partitions[key] = Partition(
-                tx.to(self.device), ty.to(self.device), vx.to(self.device), vy.to(self.device)
-            )
+            self._partitions[key] = Partition(*(self._to_device(t) for t in (tx, ty, vx, vy)))
         return self._partitions[key]
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A partition's tensor on the training device (through pinned memory to a GPU)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     def forget_partition(self, config: TrainConfig, partition: int) -> None:
         key = (config.data, repr(sorted(config.data_args.items())), partition)
@@ -244,7 +298,10 @@ class LocalTrainer:
         data = self.partition(config, partition)
         slot = self._slot(config.model)
         slot.load(global_tensors)
-        return evaluate_model(slot.module, data.test_x, data.test_y)
+        began = time.perf_counter()
+        result = evaluate_model(slot.module, data.test_x, data.test_y)
+        self.slow_down(time.perf_counter() - began)
+        return result
 
 
 @torch.no_grad()
@@ -280,6 +337,7 @@ class TrainSession:
         seed: int,
     ) -> None:
         self.slot = slot
+        self.slow_down = trainer.slow_down
         self.model = slot.module
         self.data = data
         self.config = config
@@ -336,6 +394,7 @@ class TrainSession:
         # Locals: a step of a small model is ~30 torch calls, each lookup saved counts.
         model, step_on, keep = self.model, self.optimizer.step_on, self._losses.append
         train_x, train_y, index_select = self.data.train_x, self.data.train_y, torch.index_select
+        began = time.perf_counter()
         try:
             for _ in range(count):
                 idx = self._next_batch()
@@ -350,6 +409,7 @@ class TrainSession:
                 self.steps += 1
         finally:
             self._fold_losses()
+            self.slow_down(time.perf_counter() - began)
 
     def _fold_losses(self) -> None:
         """Move the pending per-sample losses into the utility and the loss sum."""

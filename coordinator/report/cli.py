@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from coordinator.device_report import plot_devices
 from coordinator.report.plots import PLOTS, render
 from coordinator.report.runs import (
     LABEL_BY,
@@ -86,6 +87,7 @@ def write_report(
         intro=describe(runs, groups, clock, target, baseline, [str(p) for p in paths]),
     )
     render(groups, clock, target, out)
+    plot_devices(find_run_dirs(paths), out)  # per-device round time and energy
     (out / "summary.md").write_text(markdown_summary(summary), encoding="utf-8")
     return summary
 

@@ -112,6 +112,12 @@ class Telemetry(Message):
     gpu_mem_used_mb: float | None = None
     power_w: float | None = None
     extra: dict[str, Scalar] = Field(default_factory=dict)
+    # Added with the reference agent's publisher; optional, so older senders stay valid.
+    rss_mb: float | None = None  # the agent process's resident memory
+    net_sent_bytes: int | None = None  # host counters since boot (rates: differences)
+    net_recv_bytes: int | None = None
+    gpu_temp_c: float | None = None
+    interval_s: float | None = None  # the publisher's interval: a gap longer than it is a loss
 
 
 class Event(Message):
@@ -213,6 +219,10 @@ class Task(Message):
     model_version: int = Field(ge=0)
     config: TrainConfig
     deadline: float | None = None  # wall-clock epoch seconds; None: no deadline
+    # Seconds from the agent's receipt of the task, on its monotonic clock: what an agent
+    # with a wrong calendar clock (no RTC battery, no NTP) still judges right. Preferred to
+    # ``deadline`` when present; None (an older coordinator): ``deadline`` alone.
+    timeout: float | None = Field(None, gt=0)
     virtual_start: float | None = None  # virtual time at round start (virtual clock)
     issued_at: float = 0.0
     # Train tasks only: validate model_version first and reply to this request.
@@ -288,8 +298,18 @@ class UpdateMeta(Message):
     timings: Timings = Field(default_factory=Timings)
     # The reply to the task's ``validate_first`` when it asked for it here (``in_update``).
     validation: ResultMeta | None = None
+    # Per-round resource summary where measurable: peak_rss_mb (process), gpu_peak_mb
+    # (CUDA allocator, this round), energy_j (NVML counter, this round).
+    resources: dict[str, float] = Field(default_factory=dict)
 
     _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
+
+    @field_validator("resources")
+    @classmethod
+    def _finite_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for v in value.values():
+            _finite(v)
+        return value
 
 
 # ---------------------------------------------------------------- encoding

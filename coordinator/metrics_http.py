@@ -14,9 +14,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
-from wsgiref.simple_server import WSGIServer
 from pathlib import Path
 from typing import TypeVar
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 

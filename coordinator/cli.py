@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials, report, seed_model
+from coordinator import credentials, package_cli, report, seed_model
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.service import CoordinatorService
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser("credentials", help="users of the broker's secure listener")
     )
     report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
+    package_cli.configure(sub.add_parser("package", help="compute packages: build"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coordinator.packages import apply_package
 from fedbus.protocol.topics import check_id
 
 
@@ -52,6 +53,12 @@ class JobConfig(BaseModel):
     # A seed file (``coordinator seed JOB.yaml``): the initial weights, read instead of
     # running ``model`` with ``seed``; the coordinator then never imports torch.
     initial_model: str | None = None
+    # A compute package (docs/jobs.md): a .tar.gz from `coordinator package build`, or a
+    # package directory, relative to the job file. Agents receive it over the bus pinned
+    # by SHA-256; ``model`` and ``data`` default to the package's own.
+    package: str | None = None
+    # The package's SHA-256, filled in when the job is loaded; one given must match.
+    package_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     rounds: int = Field(20, ge=1)
     num_participants: int = Field(4, ge=1)
@@ -143,6 +150,10 @@ class JobConfig(BaseModel):
 def parse_job(data: Any, source: str) -> JobConfig:
     if not isinstance(data, dict):
         raise JobConfigError(f"{source}: a job file must be a mapping of fields")
+    try:
+        data = apply_package(data, source)
+    except ValueError as exc:
+        raise JobConfigError(f"{source}: {exc}") from exc
     try:
         config = JobConfig.model_validate(data)
     except ValidationError as exc:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from client_selectors import ClientProfile, ClientSelector, make_selector
-from coordinator import checkpoint, seed_model
+from coordinator import checkpoint, metrics, packages, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
@@ -300,6 +300,7 @@ class JobRunner:
     async def republish(self) -> None:
         """After a reconnect: the broker may have lost retained messages in a crash."""
         if hasattr(self, "global_flat"):
+            await packages.publish_job_package(self.config, self.topics, self._publish)
             await self.publish_model()
             await self.publish_status()
 
@@ -311,6 +312,8 @@ class JobRunner:
         """The seed file's weights, or the model entry point's (in a worker thread: see run)."""
         if self.config.initial_model is not None:
             return seed_model.load(self.config.initial_model)
+        if self.config.package is not None and self.config.package_sha256 is not None:
+            return packages.initial_model_of_job(self.config, self.run_dir)
         return seed_model.build(self.config.model, self.config.seed)
 
     def _load_or_init(self) -> bool:
@@ -403,6 +406,7 @@ class JobRunner:
                     "num_params": self.layout.num_params,
                 },
             )
+        await packages.publish_job_package(self.config, self.topics, self._publish)
         await self.publish_model()
         await self.publish_status()
         try:
@@ -565,6 +569,7 @@ class JobRunner:
             value_dtype=c.value_dtype,
             clock=c.clock,
             time_model_params=c.time_model_params,
+            package=c.package_sha256,
         )
 
     async def _send_tasks(
@@ -892,6 +897,13 @@ class JobRunner:
         report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
         report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
         report.extra["steps"] = {a: replies[a].meta.steps for a in kept}
+        report.extra.update(
+            metrics.round_entry(
+                {a: replies[a].meta.metrics for a in kept},
+                {a: replies[a].meta.num_examples for a in kept},
+                key="train_metrics",
+            )
+        )
         for agent in kept:
             meta = replies[agent].meta
             self.selector.register_feedback(
@@ -1024,6 +1036,12 @@ class JobRunner:
             entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
             entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
             entry["eval_agents"] = len(answered)
+            entry.update(
+                metrics.round_entry(
+                    {r.agent: r.metrics for r in answered},
+                    {r.agent: r.num_examples for r in answered},
+                )
+            )
             self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
         if emit:
             await self._emit_round_end(entry, pending.virtual_time)

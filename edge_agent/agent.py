@@ -22,7 +22,14 @@ import numpy as np
 
 from edge_agent.compression import effective_keep, sparsify
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.packages import (
+    AgentPackages,
+    LoadedPackage,
+    train_with_package,
+    validate_with_package,
+)
 from edge_agent.trainer import LocalTrainer, TrainOutcome
+from fedbus.packages import PackageRefused
 from fedbus.protocol import bus
 from fedbus.protocol.codec import SparseTensor, Tensor
 from fedbus.protocol.errors import FedbusProtocolError
@@ -94,6 +101,7 @@ class EdgeAgent:
         compute_lock: asyncio.Lock | None = None,
         train_fn: TrainFn | None = None,
         subscribe_models: bool = True,
+        packages: AgentPackages | None = None,
     ) -> None:
         self.identity = identity
         self.broker = broker
@@ -103,6 +111,7 @@ class EdgeAgent:
         self.compute_lock = compute_lock or asyncio.Lock()
         self.train_fn = train_fn or self._train_wall
         self.subscribe_models = subscribe_models
+        self.packages = packages
         self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -185,6 +194,9 @@ class EdgeAgent:
                 raise FedbusProtocolError("payload is not bytes")
             if parsed.kind in (TopicKind.JOB_MODEL, TopicKind.JOB_MODEL_CHUNK):
                 await self.models.offer(payload, key=parsed.job or "")
+            elif parsed.kind in (TopicKind.PACKAGE, TopicKind.PACKAGE_CHUNK):
+                if self.packages is not None and parsed.package is not None:
+                    await self.packages.offer(parsed.package, payload)
             elif parsed.kind is TopicKind.AGENT_TASKS:
                 task, _ = decode_envelope(Task, payload)
                 self._queue.put_nowait(task)
@@ -238,8 +250,18 @@ class EdgeAgent:
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 
+    async def _package(self, task: Task) -> LoadedPackage | None:
+        """The task's compute package, fetched and verified if need be (or PackageRefused)."""
+        sha = task.config.package
+        if sha is None:
+            return None
+        if self.packages is None:
+            raise PackageRefused("this agent runs no compute packages (no package cache set up)")
+        return await self.packages.ensure(sha, self._link, self.topics)
+
     async def _handle(self, task: Task) -> None:
         received = time.perf_counter()
+        package = await self._package(task)
         model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
@@ -276,7 +298,12 @@ class EdgeAgent:
                     )
                 validated = time.perf_counter() - began
             try:
-                plan = await self._compute("train", self.train_fn, task, model, self.identity)
+                if package is not None and package.spec.train is not None:
+                    plan = await self._compute(
+                        "package-train", self._train_package, task, model, package
+                    )
+                else:
+                    plan = await self._compute("train", self.train_fn, task, model, self.identity)
             except Exception as exc:
                 if folded is None:
                     raise
@@ -334,19 +361,39 @@ class EdgeAgent:
             "model_version": task.model_version,
         }
         try:
-            loss, accuracy, n = await self._compute(
-                "validate",
-                self.trainer.evaluate,
-                task.config,
-                self.identity.partition,
-                model.tensors,
+            package = self.packages.loaded(task.config.package) if self.packages else None
+            metrics: dict[str, float] = {}
+            if package is not None and package.spec.validate_entry is not None:
+                loss, accuracy, n, metrics = await self._compute(
+                    "package-validate",
+                    validate_with_package,
+                    task,
+                    model.tensors,
+                    self.identity.partition,
+                    package,
+                )
+            else:
+                loss, accuracy, n = await self._compute(
+                    "validate",
+                    self.trainer.evaluate,
+                    task.config,
+                    self.identity.partition,
+                    model.tensors,
+                )
+            meta = ResultMeta(
+                **common, num_examples=n, loss=loss, accuracy=accuracy, metrics=metrics
             )
-            meta = ResultMeta(**common, num_examples=n, loss=loss, accuracy=accuracy)
         except Exception as exc:
             # A validation's failure must not cost the training folded into the same task.
             log.exception("agent %s: validation %s failed", self.agent_id, task_id)
             meta = ResultMeta(**common, success=False, reason=describe(exc))
         return meta
+
+    def _train_package(self, task: Task, model: GlobalModel, package: LoadedPackage) -> UpdatePlan:
+        outcome = train_with_package(
+            task, model.tensors, model.layout, self.identity.partition, package
+        )
+        return UpdatePlan(outcome, Timings())
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
         outcome = self.trainer.train(
@@ -422,5 +469,6 @@ def build_update(
         keep_frac=outcome.keep_frac,
         timings=plan.timings,
         validation=validation,
+        metrics=outcome.extra,
     )
     return meta, tensors

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 
+from edge_agent import package_cli
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
@@ -34,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         broker_settings(args),
         trainer,
         ModelStore(),
+        packages=package_cli.agent_packages(args),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
@@ -113,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
     add_data_args(run)
+    package_cli.add_trust_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
+
+    package_cli.configure(sub.add_parser("package", help="run a compute package locally"))
 
     emulate = sub.add_parser("emulate", help="run N emulated agents of a fleet file in one process")
     emulate.add_argument("--fleet", required=True, help="fleet file (fedbus-fleet build ...)")
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     emulate.set_defaults(func=cmd_emulate)
 
     args = parser.parse_args(argv)
-    if args.data_args and not args.data:
+    if getattr(args, "data_args", None) and not getattr(args, "data", None):
         parser.error("--data-args needs --data")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

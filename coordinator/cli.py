@@ -45,7 +45,12 @@ def print_round(event: Event) -> None:
         )
     elif event.event == "ROUND_FAILED":
         console.print(f"round {event.round:4d}  [yellow]failed[/]: {d.get('reason')}")
-    elif event.event == "JOB_END":
+        for reason in sorted(set((d.get("failure_reasons") or {}).values())):
+            console.print(f"            agents' reason: {reason}")
+    if event.event in ("ROUND_END", "ROUND_FAILED"):
+        for agent, reason in (d.get("excluded") or {}).items():
+            console.print(f"[red]agent {agent} cannot run this job[/] (no longer picked): {reason}")
+    if event.event == "JOB_END":
         acc = d.get("accuracy")
         console.print(
             f"[bold]job {event.job} finished[/]: final test accuracy "

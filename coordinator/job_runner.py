@@ -36,6 +36,7 @@ from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
 from coordinator.server_eval import ServerEvaluator
+from coordinator.unable_agents import unable_to_run
 from coordinator.update_check import (
     Assignment,
     Rejected,
@@ -215,6 +216,8 @@ class JobRunner:
         self._closed_tasks: set[str] = set()
         self._recent_closed: dict[str, list[set[str]]] = {"train": [], "validate": []}
         self.late_updates = 0
+        # Agents that reported they cannot run this job's code, with their reason.
+        self.unable: dict[str, str] = {}
         self.layout: ParamLayout
         self.global_flat: np.ndarray
 
@@ -475,7 +478,7 @@ class JobRunner:
 
     def _eligible(self) -> list[str]:
         """Online agents that may train now: on the virtual clock, fleet members that are active."""
-        online = self.registry.online()
+        online = [a for a in self.registry.online() if a not in self.unable]
         if self.fleet is None or self.virtual_time is None:
             return online
         return [a for a in online if a in self._fleet_ids and self._is_active(a, self.virtual_time)]
@@ -720,6 +723,10 @@ class JobRunner:
             virtual_duration=virtual_duration,
         )
         report.extra["failed"] = sorted(failures)
+        report.extra["failure_reasons"] = {a: failures[a].reason for a in sorted(failures)}
+        if excluded := unable_to_run(report.extra["failure_reasons"]):
+            self.unable.update(excluded)  # never picked again for this job
+            report.extra["excluded"] = excluded
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.trainer import TrainOutcome
-from fedbus.packages import PackageRefused, PackageRunError
+from fedbus.packages import PackageRefused, PackageRunError, PackageUnavailable
 from fedbus.packages.cache import PackageCache
 from fedbus.packages.entry import TaskContext, activate, run_startup, run_train, run_validate
 from fedbus.packages.spec import PackageSpec
@@ -139,7 +139,7 @@ class AgentPackages:
             await client.subscribe(topic, qos=1)
             return await asyncio.wait_for(future, self.fetch_timeout)
         except asyncio.TimeoutError as exc:  # noqa: UP041 (not the builtin on Python 3.10)
-            raise PackageRefused(
+            raise PackageUnavailable(
                 f"package {sha[:12]}... did not arrive within {self.fetch_timeout:.0f} s "
                 "(is the job's coordinator publishing it?)"
             ) from exc

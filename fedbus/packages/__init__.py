@@ -10,6 +10,7 @@ Errors::
     PackageError                  (ValueError)
     ├── PackageSpecError          a fedbus.yaml that cannot be used (names file and field)
     ├── PackageRefused            bytes that fail their pin, or a hash the agent does not trust
+    ├── PackageUnavailable        a package that did not arrive in time (may work next round)
     └── PackageRunError           an entry point that failed or returned something unusable
 """
 
@@ -26,6 +27,10 @@ class PackageSpecError(PackageError):
 
 class PackageRefused(PackageError):
     """A package an agent will not run: wrong hash, untrusted, or an unsafe archive."""
+
+
+class PackageUnavailable(PackageError):
+    """A package that did not arrive in time: not a refusal, the next round may get it."""
 
 
 class PackageRunError(PackageError):

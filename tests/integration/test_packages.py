@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coordinator.cli import print_round
 from coordinator.config import load_job
 from coordinator.events import read_events
 from coordinator.packages import build_command
@@ -29,7 +30,17 @@ from edge_agent.packages import AgentPackages, PackageTrust
 from edge_agent.trainer import LocalTrainer
 from fedbus.packages.cache import PackageCache
 from fedbus.protocol import bus
-from fedbus.protocol.messages import AgentProfile
+from fedbus.protocol.messages import (
+    AgentProfile,
+    Task,
+    TrainConfig,
+    UpdateMeta,
+    decode_envelope,
+    encode_envelope,
+)
+from fedbus.protocol.topics import Topics
+
+from .conftest import receive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +56,12 @@ def clean_path() -> object:
 
 @contextlib.asynccontextmanager
 async def package_agents(
-    settings: bus.BrokerSettings, caches: list[Path], trust: PackageTrust
+    settings: bus.BrokerSettings, caches: list[Path], trust: PackageTrust, first: int = 0
 ) -> AsyncIterator[list[EdgeAgent]]:
     trainer, models, lock = LocalTrainer("cpu"), ModelStore(), asyncio.Lock()
     agents = [
         EdgeAgent(
-            AgentIdentity(f"agent-{i}", i, AgentProfile(partition=i)),
+            AgentIdentity(f"agent-{first + i}", first + i, AgentProfile(partition=first + i)),
             settings,
             trainer,
             models,
@@ -92,8 +103,15 @@ def write_job(tmp: Path, name: str, **extra: object) -> Path:
     return path
 
 
-async def run_job(settings: bus.BrokerSettings, job: Path, runs: Path) -> bool:
-    service = CoordinatorService(settings, runs_dir=runs, coordinator_id=f"c-{job.stem}")
+async def run_job(
+    settings: bus.BrokerSettings, job: Path, runs: Path, *, show: bool = False
+) -> bool:
+    service = CoordinatorService(
+        settings,
+        runs_dir=runs,
+        coordinator_id=f"c-{job.stem}",
+        on_runner=(lambda r: r.events.listeners.append(print_round)) if show else None,
+    )
     service.submit(load_job(job))
     async with asyncio.timeout(240):
         results = await service.serve(exit_when_idle=True)
@@ -139,3 +157,73 @@ async def test_package_runs_on_four_agents_without_its_code(
     loaded = await again.ensure(sha, bus.Link(), None)  # type: ignore[arg-type]
     assert loaded.spec.name == "wine-mlp"
     assert (again.stats.fetched, again.stats.cache_hits) == (0, 1)
+
+
+async def test_tampered_package_is_refused(
+    settings: bus.BrokerSettings, tmp_path: Path, clean_path: object
+) -> None:
+    # Prepare: bytes that are not the pinned package sit retained on its topic (a broker
+    # without ACLs lets anyone publish there); the agent trusts the pinned hash.
+    archive = tmp_path / "wine-mlp.tar.gz"
+    _, sha, _ = build_command(str(REPO / "packages" / "wine"), str(archive))
+    tampered = bytearray(archive.read_bytes())
+    tampered[-20] ^= 0xFF
+    topics = Topics(settings.prefix)
+    task = Task(
+        job="tamper",
+        round=1,
+        task_id="t1",
+        kind="train",
+        model_version=0,
+        config=TrainConfig(
+            model="wine_mlp:make_model", data="wine_mlp:load_partition", package=sha
+        ),
+    )
+    client = bus.make_client(settings, "hostile", persistent=False)
+    async with (
+        package_agents(settings, [tmp_path / "cache"], PackageTrust(frozenset({sha}))) as (agent,),
+        client,
+    ):
+        await client.publish(topics.package(sha), bytes(tampered), qos=1, retain=True)
+        await client.subscribe(topics.job_update("tamper", agent.agent_id), qos=1)
+        # Execute: a task pinning the real hash.
+        await client.publish(
+            topics.agent_tasks(agent.agent_id), bytes(encode_envelope(task)), qos=1
+        )
+        (payload,) = await receive(client, 1)
+
+    # Assert: refused with the reason, nothing unpacked, nothing imported.
+    meta, _ = decode_envelope(UpdateMeta, payload)
+    assert not meta.success
+    assert meta.reason.startswith("PackageRefused:") and "tampered" in meta.reason
+    assert not (tmp_path / "cache" / sha).exists()
+    assert importlib.util.find_spec("wine_mlp") is None
+
+
+async def test_agents_refusing_a_package_are_shown_and_not_picked_again(
+    settings: bus.BrokerSettings,
+    tmp_path: Path,
+    clean_path: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Prepare: agent-0 and agent-1 trust the package, agent-2 and agent-3 trust nothing.
+    _, sha, _ = build_command(str(REPO / "packages" / "wine"), str(tmp_path / "wine-mlp.tar.gz"))
+    job = write_job(tmp_path, "trust", rounds=3, clients_required=1)
+    caches = [tmp_path / f"cache-{i}" for i in range(4)]
+    async with (
+        package_agents(settings, caches[:2], PackageTrust(frozenset({sha}))),
+        package_agents(settings, caches[2:], PackageTrust(), first=2),
+    ):
+        # Execute
+        assert await run_job(settings, job, tmp_path / "runs", show=True)
+
+    # Assert: round 1 names both refusals with their reason; later rounds pick only the rest.
+    events = read_events(tmp_path / "runs" / "trust" / "events.jsonl")
+    ends = [e["data"] for e in events if e["event"] == "ROUND_END"]
+    assert len(ends) == 3
+    assert sorted(ends[0]["excluded"]) == ["agent-2", "agent-3"]
+    assert "not trusted" in ends[0]["failure_reasons"]["agent-2"]
+    assert all(sorted(d["selected"]) == ["agent-0", "agent-1"] for d in ends[1:])
+    assert all(sorted(d["kept"]) == ["agent-0", "agent-1"] for d in ends[1:])
+    out = capsys.readouterr().out
+    assert "agent agent-2 cannot run this job" in out and "--trust-package" in out

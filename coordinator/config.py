@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from coordinator.packages import apply_package
+from coordinator.packages import apply_package, make_job_dir_importable
 from fedbus.protocol.topics import check_id
 
 
@@ -197,4 +197,5 @@ def load_job(path: str | Path) -> JobConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobConfigError(f"{path}: not valid YAML: {exc}") from exc
+    make_job_dir_importable(path)
     return parse_job(data, str(path))

@@ -143,3 +143,12 @@ async def publish_job_package(config: JobConfig, topics: Topics, publish: Publis
     await publish(
         topics.package(sha), payload, 1, True, lambda index: topics.package_chunk(sha, index)
     )
+
+
+def make_job_dir_importable(job_file: Path) -> None:
+    """Put the job file's directory on ``sys.path``: ``model: my_model:make_model`` finds
+    ``my_model.py`` beside the job without PYTHONPATH (on the coordinator; agents get code
+    by installing it or from a package)."""
+    directory = str(job_file.resolve().parent)
+    if directory not in sys.path:
+        sys.path.append(directory)

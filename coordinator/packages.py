@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from fedbus.protocol.topics import Topics
 
 SEED_TIMEOUT_S = 600.0
+# Package directories named by jobs are packed when the job is loaded, into here.
+BUILT_DIR = Path.home() / ".cache" / "fedbus" / "built"
 
 
 def read_package(path: str | Path) -> bytes:
@@ -65,6 +67,12 @@ def apply_package(data: dict[str, Any], source: str) -> dict[str, Any]:
     except PackageError as exc:
         raise ValueError(f"field package: {exc}") from exc
     sha = sha256_hex(payload)
+    if path.is_dir():
+        # The job runs what the directory held when it was loaded, whatever changes there
+        # later (a run directory, an edit): the snapshot is the job's package from now on.
+        path = BUILT_DIR / f"{sha}.tar.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
     pinned = data.get("package_sha256")
     if pinned is not None and pinned != sha:
         raise ValueError(f"field package_sha256: {path} hashes to {sha}, not the pinned {pinned}")

@@ -914,6 +914,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 1
     _print_table(summary)
     print(f"wrote {', '.join(PLOTS)} and summary.md to {args.out}/", flush=True)
+    from coordinator import metrics_report  # a job's own metrics (compute packages)
+
+    for line in metrics_report.write(find_run_dirs(args.runs), args.out):
+        print(line, flush=True)
     return 0
 
 

@@ -88,6 +88,10 @@ class UpdatePlan:
 
 # Adaptive training and virtual clocks replace how a task is trained and timed.
 TrainFn = Callable[[Task, GlobalModel, AgentIdentity], UpdatePlan]
+# Another framework's evaluation (a Flower client's): (loss, accuracy, examples, metrics).
+ValidateFn = Callable[
+    [Task, GlobalModel, AgentIdentity], tuple[float, float, int, dict[str, float]]
+]
 
 
 class EdgeAgent:
@@ -102,6 +106,7 @@ class EdgeAgent:
         train_fn: TrainFn | None = None,
         subscribe_models: bool = True,
         packages: AgentPackages | None = None,
+        validate_fn: ValidateFn | None = None,
     ) -> None:
         self.identity = identity
         self.broker = broker
@@ -112,6 +117,7 @@ class EdgeAgent:
         self.train_fn = train_fn or self._train_wall
         self.subscribe_models = subscribe_models
         self.packages = packages
+        self.validate_fn = validate_fn
         self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -371,6 +377,10 @@ class EdgeAgent:
                     model.tensors,
                     self.identity.partition,
                     package,
+                )
+            elif self.validate_fn is not None:
+                loss, accuracy, n, metrics = await self._compute(
+                    "custom-validate", self.validate_fn, task, model, self.identity
                 )
             else:
                 loss, accuracy, n = await self._compute(

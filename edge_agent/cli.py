@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 
 from edge_agent import package_cli
@@ -30,12 +31,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
     profile = detect_profile(trainer.device, partition=args.partition, num_samples=size)
+    flower = None
+    if args.flower_client:
+        from edge_agent.flower import FlowerClientRunner
+
+        sys.path.append(os.getcwd())  # the client's module, beside where the agent runs
+        flower = FlowerClientRunner(args.flower_client, args.num_partitions)
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
         trainer,
         ModelStore(),
         packages=package_cli.agent_packages(args),
+        train_fn=flower.train if flower else None,
+        validate_fn=flower.validate if flower else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
@@ -62,6 +71,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(emulator.run())
     return 0
+
+
+def cmd_flower_seed(args: argparse.Namespace) -> int:
+    from edge_agent.flower import cmd_seed
+
+    return cmd_seed(args.client_fn, args.out, args.num_partitions)
 
 
 def parse_data_args(text: str) -> dict[str, Scalar]:
@@ -115,11 +130,32 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
     add_data_args(run)
+    run.add_argument(
+        "--flower-client",
+        default=None,
+        metavar="MODULE:CLIENT_FN",
+        help="run this Flower client_fn (NumPyClient or Client) unchanged: train tasks call "
+        "its fit, validate tasks its evaluate (needs flwr: pip install 'fedbus[flower]')",
+    )
+    run.add_argument(
+        "--num-partitions",
+        type=int,
+        default=1,
+        help="the Flower context's num-partitions (its partition-id is --partition)",
+    )
     package_cli.add_trust_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
     package_cli.configure(sub.add_parser("package", help="run a compute package locally"))
+
+    seed = sub.add_parser(
+        "flower-seed", help="a Flower client's initial parameters as a job's seed file"
+    )
+    seed.add_argument("client_fn", metavar="MODULE:CLIENT_FN")
+    seed.add_argument("--out", default="flower-seed.npz")
+    seed.add_argument("--num-partitions", type=int, default=1)
+    seed.set_defaults(func=cmd_flower_seed)
 
     emulate = sub.add_parser("emulate", help="run N emulated agents of a fleet file in one process")
     emulate.add_argument("--fleet", required=True, help="fleet file (fedbus-fleet build ...)")

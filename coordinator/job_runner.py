@@ -624,8 +624,11 @@ class JobRunner:
         self._set_phase(JobPhase.TRAINING)
         online = self._eligible()
         if len(online) < self.config.clients_required:
+            unable = f" ({len(self.unable)} cannot run this job)" if self.unable else ""
             await self._fail_early(
-                round_, [], f"only {len(online)} of {self.config.clients_required} agents online"
+                round_,
+                [],
+                f"only {len(online)} of {self.config.clients_required} agents online{unable}",
             )
             return
         t0 = time.perf_counter()

@@ -76,8 +76,9 @@ AGGREGATOR_FIELDS: dict[str, str] = {
 
 PACKAGE_FIELDS: dict[str, str] = {
     "name": "The package's name (the default archive name).",
-    "model": "`module:callable` returning the `torch.nn.Module`, imported from the package.",
-    "data": "`module:callable(partition, **data_args)` returning `(train, test)`.",
+    "model": "`module:callable` returning the `torch.nn.Module`, imported from the package. Required unless `flower_client`.",
+    "data": "`module:callable(partition, **data_args)` returning `(train, test)`. Required unless `flower_client`.",
+    "flower_client": "A Flower `client_fn` (`NumPyClient` or `Client`), run unchanged: train tasks call its `fit`, validate tasks its `evaluate`; its `get_parameters` seeds the job. Its `num-partitions` is the job's `data_args.num_partitions`.",
     "startup": "Run once per agent process before the first task: `module:callable` or `{command: ...}`.",
     "build": "Reserved for a build step (FEDn's `build`); not run by fedbus yet.",
     "train": "The package's own training: `module:callable(weights, context) -> (weights, num_examples[, metrics])` or `{command: CMD}` run as `CMD MODEL_IN.npz MODEL_OUT.npz`. Default: fedbus's SGD trainer.",

@@ -80,8 +80,8 @@ def apply_package(data: dict[str, Any], source: str) -> dict[str, Any]:
         **data,
         "package": str(path),
         "package_sha256": sha,
-        "model": data.get("model") or spec.model,
-        "data": data.get("data") or spec.data,
+        "model": data.get("model") or spec.model_entry,
+        "data": data.get("data") or spec.data_entry,
     }
 
 
@@ -99,21 +99,38 @@ def package_payload(path: str, sha: str) -> bytes:
 
 _SEED_SCRIPT = """
 import sys
+from pathlib import Path
 from coordinator import seed_model
 from fedbus.packages.entry import activate
+from fedbus.packages.spec import load_spec
 activate(sys.argv[1])
-seed_model.save(__import__("pathlib").Path(sys.argv[4]), seed_model.build(sys.argv[2], int(sys.argv[3])))
+flower = load_spec(sys.argv[1]).flower_client
+if flower is not None and sys.argv[2] == flower:  # a Flower client: its own parameters
+    from edge_agent.flower import initial_parameters
+    tensors = initial_parameters(flower, 0, int(sys.argv[5]))
+else:
+    tensors = seed_model.build(sys.argv[2], int(sys.argv[3]))
+seed_model.save(Path(sys.argv[4]), tensors)
 """
 
 
 def initial_model(
-    payload: bytes, sha: str, model: str, seed: int, work_dir: Path
+    payload: bytes, sha: str, model: str, seed: int, work_dir: Path, num_partitions: int = 1
 ) -> dict[str, np.ndarray]:
     """``model``'s seeded initial weights, built in a child process from the package."""
     directory = PackageCache(work_dir / "packages").install(sha, payload)
     out = work_dir / "package-seed.npz"
     done = subprocess.run(
-        [sys.executable, "-c", _SEED_SCRIPT, str(directory), model, str(seed), str(out)],
+        [
+            sys.executable,
+            "-c",
+            _SEED_SCRIPT,
+            str(directory),
+            model,
+            str(seed),
+            str(out),
+            str(num_partitions),
+        ],
         capture_output=True,
         text=True,
         timeout=SEED_TIMEOUT_S,
@@ -139,7 +156,15 @@ def initial_model_of_job(config: JobConfig, run_dir: Path) -> dict[str, np.ndarr
     """The job's initial weights from its package (a worker thread: reads and unpacks)."""
     assert config.package is not None and config.package_sha256 is not None
     payload = package_payload(config.package, config.package_sha256)
-    return initial_model(payload, config.package_sha256, config.model, config.seed, run_dir)
+    parts = config.data_args.get("num_partitions", 1)
+    return initial_model(
+        payload,
+        config.package_sha256,
+        config.model,
+        config.seed,
+        run_dir,
+        parts if isinstance(parts, int) and not isinstance(parts, bool) else 1,
+    )
 
 
 async def publish_job_package(config: JobConfig, topics: Topics, publish: Publish) -> None:

@@ -304,7 +304,7 @@ class EdgeAgent:
                     )
                 validated = time.perf_counter() - began
             try:
-                if package is not None and package.spec.train is not None:
+                if package is not None and package.trains:
                     plan = await self._compute(
                         "package-train", self._train_package, task, model, package
                     )
@@ -369,7 +369,7 @@ class EdgeAgent:
         try:
             package = self.packages.loaded(task.config.package) if self.packages else None
             metrics: dict[str, float] = {}
-            if package is not None and package.spec.validate_entry is not None:
+            if package is not None and package.validates:
                 loss, accuracy, n, metrics = await self._compute(
                     "package-validate",
                     validate_with_package,

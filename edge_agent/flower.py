@@ -18,17 +18,20 @@ only here and only when used (optional dependency: ``pip install 'fedbus[flower]
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.agent import AgentIdentity, UpdatePlan
-from edge_agent.model_store import GlobalModel
 from edge_agent.trainer import TrainOutcome
 from fedbus.packages.entry import check_metrics
 from fedbus.protocol.entry_points import resolve
 from fedbus.protocol.messages import Scalar, Task, Timings
+from fedbus.protocol.params import ParamLayout
+
+if TYPE_CHECKING:
+    from edge_agent.agent import AgentIdentity, UpdatePlan
+    from edge_agent.model_store import GlobalModel
 
 Metrics = dict[str, float]
 
@@ -125,21 +128,37 @@ class FlowerClientRunner:
 
     # -- as the agent's train_fn and validate_fn --------------------------------------
     def train(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
+        from edge_agent.agent import UpdatePlan  # the agent imports this module's users
+
+        outcome = self.train_outcome(task, model.tensors, model.layout, identity.partition)
+        return UpdatePlan(outcome, Timings())
+
+    def validate(
+        self, task: Task, model: GlobalModel, identity: AgentIdentity
+    ) -> tuple[float, float, int, Metrics]:
+        return self.validate_tensors(task, model.tensors, model.layout, identity.partition)
+
+    def train_outcome(
+        self,
+        task: Task,
+        tensors: Mapping[str, np.ndarray],
+        layout: ParamLayout,
+        partition: int,
+    ) -> TrainOutcome:
+        """``fit`` from the global tensors, as the delta the agent uploads."""
         started = time.perf_counter()
-        names = model.layout.names
+        names = layout.names
         new, count, metrics = self.fit(
-            [model.tensors[n] for n in names],
-            self.config(task, identity.partition),
-            identity.partition,
+            [tensors[n] for n in names], self.config(task, partition), partition
         )
         if len(new) != len(names):
             raise ValueError(
                 f"the Flower client returned {len(new)} arrays, the model has {len(names)}"
             )
         weights = {n: np.asarray(a, dtype=np.float32) for n, a in zip(names, new, strict=True)}
-        delta = model.layout.flatten(weights)
-        np.subtract(delta, model.layout.flatten(model.tensors), out=delta)
-        outcome = TrainOutcome(
+        delta = layout.flatten(weights)
+        np.subtract(delta, layout.flatten(tensors), out=delta)
+        return TrainOutcome(
             delta=delta,
             num_examples=count,
             trained_samples=count,
@@ -151,19 +170,26 @@ class FlowerClientRunner:
             reason="" if count > 0 else "the Flower client's fit saw no examples",
             extra=metrics,
         )
-        return UpdatePlan(outcome, Timings())
 
-    def validate(
-        self, task: Task, model: GlobalModel, identity: AgentIdentity
+    def validate_tensors(
+        self,
+        task: Task,
+        tensors: Mapping[str, np.ndarray],
+        layout: ParamLayout,
+        partition: int,
     ) -> tuple[float, float, int, Metrics]:
-        names = model.layout.names
+        """``evaluate``: (loss, accuracy, examples, metrics)."""
         loss, count, metrics = self.evaluate(
-            [model.tensors[n] for n in names],
-            self.config(task, identity.partition),
-            identity.partition,
+            [tensors[n] for n in layout.names], self.config(task, partition), partition
         )
         accuracy = metrics.get("accuracy", 0.0)
         return loss, accuracy if 0.0 <= accuracy <= 1.0 else 0.0, count, metrics
+
+
+def num_partitions_of(task: Task) -> int:
+    """Flower's ``num-partitions`` for a task: its ``data_args.num_partitions``, else 1."""
+    value = task.config.data_args.get("num_partitions", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def initial_parameters(

@@ -76,12 +76,18 @@ def cmd_package_run(args: argparse.Namespace) -> int:
     from edge_agent.trainer import LocalTrainer
     from fedbus.protocol.entry_points import resolve
 
-    torch.manual_seed(args.seed)
-    tensors = state_to_numpy(resolve(spec.model)())
     data_args = json.loads(args.package_data_args)
+    if spec.flower_client is not None:
+        from edge_agent.flower import initial_parameters
+
+        parts = data_args.get("num_partitions", 1)
+        tensors = initial_parameters(spec.flower_client, args.partition, int(parts))
+    else:
+        torch.manual_seed(args.seed)
+        tensors = state_to_numpy(resolve(spec.model_entry)())
     config = TrainConfig(
-        model=spec.model,
-        data=spec.data,
+        model=spec.model_entry,
+        data=spec.data_entry,
         data_args=data_args,
         local_steps=args.local_steps,
         batch_size=args.batch_size,
@@ -94,7 +100,7 @@ def cmd_package_run(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"entry": args.entry, "package": spec.name}
     if args.entry == "train":
         layout = ParamLayout.from_tensors(tensors)
-        if spec.train is not None:
+        if loaded.trains:
             outcome = train_with_package(task, tensors, layout, args.partition, loaded)
         else:
             outcome = LocalTrainer("cpu").train(
@@ -107,7 +113,7 @@ def cmd_package_run(args: argparse.Namespace) -> int:
             metrics=outcome.extra,
         )
     else:
-        if spec.validate_entry is not None:
+        if loaded.validates:
             loss, accuracy, count, metrics = validate_with_package(
                 task, tensors, args.partition, loaded
             )

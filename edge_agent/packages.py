@@ -64,6 +64,15 @@ class LoadedPackage:
     directory: Path
     spec: PackageSpec
 
+    @property
+    def trains(self) -> bool:
+        """The package brings its own training (a train entry point or a Flower client)."""
+        return self.spec.train is not None or self.spec.flower_client is not None
+
+    @property
+    def validates(self) -> bool:
+        return self.spec.validate_entry is not None or self.spec.flower_client is not None
+
 
 @dataclass
 class PackageStats:
@@ -186,6 +195,11 @@ def train_with_package(
     loaded: LoadedPackage,
 ) -> TrainOutcome:
     """The package's own ``train``, as the outcome the agent uploads (a delta)."""
+    if loaded.spec.flower_client is not None and loaded.spec.train is None:
+        from edge_agent.flower import FlowerClientRunner, num_partitions_of
+
+        runner = FlowerClientRunner(loaded.spec.flower_client, num_partitions_of(task))
+        return runner.train_outcome(task, tensors, layout, partition)
     assert loaded.spec.train is not None
     started = time.perf_counter()
     result = run_train(
@@ -215,6 +229,11 @@ def validate_with_package(
 ) -> tuple[float, float, int, dict[str, float]]:
     """(loss, accuracy, examples, custom metrics) of the package's own ``validate``."""
     entry = loaded.spec.validate_entry
+    if entry is None and loaded.spec.flower_client is not None:
+        from edge_agent.flower import FlowerClientRunner, num_partitions_of
+
+        runner = FlowerClientRunner(loaded.spec.flower_client, num_partitions_of(task))
+        return runner.validate_tensors(task, tensors, ParamLayout.from_tensors(tensors), partition)
     assert entry is not None
     metrics = run_validate(entry, tensors, context_for(task, partition, loaded), loaded.directory)
     count = int(metrics.pop("num_examples", 0))

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedbus.packages import PackageSpecError
 
@@ -45,18 +52,21 @@ class PackageSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
-    model: str
-    data: str
+    model: str | None = None
+    data: str | None = None
+    # A Flower client_fn (module:callable): the package's code is a Flower client, run
+    # unchanged (fit for train, evaluate for validate); model and data are then not needed.
+    flower_client: str | None = None
     startup: EntryPoint | None = None
     build: EntryPoint | None = None
     train: EntryPoint | None = None
     validate_: EntryPoint | None = Field(None, alias="validate")
     requirements: list[str] = Field(default_factory=list)
 
-    @field_validator("model", "data")
+    @field_validator("model", "data", "flower_client")
     @classmethod
-    def _callable(cls, value: str) -> str:
-        if not _CALLABLE.fullmatch(value):
+    def _callable(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLABLE.fullmatch(value):
             raise ValueError(f"{value!r} must look like 'module:callable'")
         return value
 
@@ -67,9 +77,24 @@ class PackageSpec(BaseModel):
             raise ValueError(f"{value!r} must look like 'module:callable' or be {{command: ...}}")
         return value
 
+    @model_validator(mode="after")
+    def _code(self) -> PackageSpec:
+        if self.flower_client is None and (self.model is None or self.data is None):
+            raise ValueError("a package names 'model' and 'data', or a 'flower_client'")
+        return self
+
     @property
     def validate_entry(self) -> EntryPoint | None:
         return self.validate_
+
+    @property
+    def model_entry(self) -> str:
+        """What a job's ``model`` defaults to (a Flower package: its client_fn)."""
+        return self.model or str(self.flower_client)
+
+    @property
+    def data_entry(self) -> str:
+        return self.data or str(self.flower_client)
 
 
 def parse_spec(data: Any, source: str) -> PackageSpec:

@@ -18,23 +18,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip(
     "flwr", reason="flwr is the optional 'flower' extra; the test extras install it"
 )
 
 from coordinator import seed_model
+from coordinator.config import load_job
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.flower import FlowerClientRunner, initial_parameters
 from edge_agent.model_store import ModelStore
+from edge_agent.packages import PackageTrust
 from edge_agent.trainer import LocalTrainer
 from fedbus.protocol import bus
 from fedbus.protocol.messages import AgentProfile
 
 from .conftest import REPO, job_config
 from .flower_simulation import FIT_CONFIG
+from .test_packages import package_agents
 
 ROUNDS = 10
 CLIENT = "tests.integration.flower_quickstart:client_fn"
@@ -134,3 +138,52 @@ async def test_numpy_client_form_runs_unchanged(
     events = await run_on_fedbus(settings, seed, tmp_path / "runs", client, "flower-np")
     (end,) = [e for e in events if e["event"] == "JOB_END"]
     assert end["data"]["accuracy"] > 0.8
+
+
+async def test_flower_client_as_a_compute_package(
+    settings: bus.BrokerSettings, tmp_path: Path
+) -> None:
+    # Prepare: the same client file, shipped as a package (fedbus.yaml: flower_client).
+    package = tmp_path / "pkg"
+    package.mkdir()
+    source = (REPO / "tests" / "integration" / "flower_quickstart.py").read_text()
+    (package / "flower_pkg_client.py").write_text(source)
+    (package / "fedbus.yaml").write_text(
+        "name: flower-digits\nflower_client: flower_pkg_client:client_fn\n"
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "name": "flower-pkg",
+                "package": "pkg",
+                "data_args": {"num_partitions": 4},
+                "rounds": 5,
+                "num_participants": 4,
+                "overcommitment": 1.0,
+                "min_agents": 4,
+                **FIT_CONFIG,
+            }
+        )
+    )
+    config = load_job(job)
+    caches = [tmp_path / f"cache-{i}" for i in range(4)]
+    service = CoordinatorService(settings, runs_dir=tmp_path / "runs", coordinator_id="c-pkg")
+    service.submit(config)
+
+    # Execute
+    try:
+        trust = PackageTrust(frozenset({str(config.package_sha256)}))
+        async with package_agents(settings, caches, trust) as agents, asyncio.timeout(240):
+            results = await service.serve(exit_when_idle=True)
+    finally:
+        sys.modules.pop("flower_pkg_client", None)
+
+    # Assert: fetched once per agent, fit/evaluate ran from the package, and it learned.
+    assert results == {"flower-pkg": True}
+    assert [a.packages.stats.fetched for a in agents] == [1] * 4  # type: ignore[union-attr]
+    events = read_events(tmp_path / "runs" / "flower-pkg" / "events.jsonl")
+    (end,) = [e for e in events if e["event"] == "JOB_END"]
+    assert end["data"]["accuracy"] > 0.6
+    rounds = [e["data"] for e in events if e["event"] == "ROUND_END"]
+    assert "train_loss" in rounds[-1]["train_metrics"]

@@ -193,3 +193,12 @@ def test_command_form_train_and_validate(tmp_path: Path) -> None:
 def test_metrics_are_checked(value: object, why: str) -> None:
     with pytest.raises(PackageRunError, match=why):
         check_metrics(value, "validate")
+
+
+def test_spec_needs_model_and_data_or_a_flower_client(tmp_path: Path) -> None:
+    write_package(tmp_path / "a", "name: f\nflower_client: app:client_fn\n")
+    spec = load_spec(tmp_path / "a")
+    assert (spec.model_entry, spec.data_entry) == ("app:client_fn", "app:client_fn")
+    write_package(tmp_path / "b", "name: f\nmodel: m:f\n")
+    with pytest.raises(PackageSpecError, match="'model' and 'data', or a 'flower_client'"):
+        load_spec(tmp_path / "b")

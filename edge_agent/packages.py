@@ -80,6 +80,7 @@ class PackageStats:
 
     fetched: int = 0
     fetched_bytes: int = 0
+    fetch_seconds: float = 0.0  # subscribe to verified and unpacked, summed over fetches
     cache_hits: int = 0
     refused: list[str] = field(default_factory=list)
 
@@ -119,8 +120,10 @@ class AgentPackages:
                 if self.cache.has(sha):
                     self.stats.cache_hits += 1
                 else:
+                    started = time.perf_counter()
                     payload = await self._fetch(sha, link, topics)
                     await asyncio.to_thread(self.cache.install, sha, payload)
+                    self.stats.fetch_seconds += time.perf_counter() - started
                     self.stats.fetched += 1
                     self.stats.fetched_bytes += len(payload)
                     log.info("package %s: fetched %d bytes, verified", sha[:12], len(payload))

@@ -81,7 +81,7 @@ async def test_char_lm_perplexity_falls_over_ten_rounds(
     ]
     assert len(ends) == 10 and all(len(d["kept"]) == 4 for d in ends)
     ppl = [d["metrics"]["perplexity"]["mean"] for d in ends]
-    assert ppl[0] > 15 and ppl[-1] < 0.75 * ppl[0], ppl
+    assert ppl[0] > 10 and ppl[-1] < 0.75 * ppl[0], ppl
     assert sum(b < a for a, b in itertools.pairwise(ppl)) >= 6, ppl
     assert set(ends[-1]["metrics_by_agent"]) == {f"agent-{i}" for i in range(4)}
     assert "train_perplexity" in ends[-1]["train_metrics"]

@@ -55,7 +55,12 @@ def build_archive(directory: str | Path) -> tuple[bytes, PackageSpec]:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0), spec
+    # GzipFile writes its header itself (gzip.compress leaves it to zlib from Python 3.11
+    # on, with another OS byte): the same bytes on every Python the agents run.
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=packed, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue(), spec
 
 
 def extract_archive(

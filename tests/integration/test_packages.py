@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -227,3 +230,32 @@ async def test_agents_refusing_a_package_are_shown_and_not_picked_again(
     assert all(sorted(d["kept"]) == ["agent-0", "agent-1"] for d in ends[1:])
     out = capsys.readouterr().out
     assert "agent agent-2 cannot run this job" in out and "--trust-package" in out
+
+
+async def test_package_larger_than_a_chunk_travels_as_retained_chunks(
+    settings: bus.BrokerSettings, tmp_path: Path, clean_path: object
+) -> None:
+    # Prepare: the wine package with 20 kB of (incompressible) data beside its code, and an
+    # 8 kB chunk size: the package goes as three retained chunks (tasks and models whole).
+    package = tmp_path / "wine"
+    shutil.copytree(REPO / "packages" / "wine", package)
+    (package / "extra.bin").write_bytes(np.random.default_rng(0).bytes(20_000))
+    small = dataclasses.replace(settings, chunk_size=8192)
+    _, sha, size = build_command(str(package), str(tmp_path / "wine-mlp.tar.gz"))
+    assert size > 2 * 8192
+    job = write_job(tmp_path, "chunky", rounds=2)
+
+    # Execute
+    caches = [tmp_path / f"cache-{i}" for i in range(4)]
+    async with package_agents(small, caches, PackageTrust(frozenset({sha}))) as agents:
+        assert await run_job(small, job, tmp_path / "runs")
+
+    # Assert: every agent reassembled, verified and unpacked the package.
+    assert [a.packages.stats.fetched_bytes for a in agents] == [size] * 4  # type: ignore[union-attr]
+    assert all((cache / sha / "extra.bin").stat().st_size == 20_000 for cache in caches)
+    ends = [
+        e["data"]
+        for e in read_events(tmp_path / "runs" / "chunky" / "events.jsonl")
+        if e["event"] == "ROUND_END"
+    ]
+    assert len(ends) == 2 and all(len(d["kept"]) == 4 for d in ends)

@@ -28,9 +28,12 @@ from coordinator.events import read_events
 from coordinator.packages import build_command
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent
+from edge_agent.emulation import Emulator
 from edge_agent.model_store import ModelStore
 from edge_agent.packages import AgentPackages, PackageTrust
 from edge_agent.trainer import LocalTrainer
+from fedbus.fleet import load_fleet, save_fleet
+from fedbus.fleet.builders import build_synthetic
 from fedbus.packages.cache import PackageCache
 from fedbus.protocol import bus
 from fedbus.protocol.messages import (
@@ -259,3 +262,44 @@ async def test_package_larger_than_a_chunk_travels_as_retained_chunks(
         if e["event"] == "ROUND_END"
     ]
     assert len(ends) == 2 and all(len(d["kept"]) == 4 for d in ends)
+
+
+async def test_emulated_fleet_runs_a_package_fetched_once_per_process(
+    settings: bus.BrokerSettings, tmp_path: Path, clean_path: object
+) -> None:
+    # Prepare: eight emulated devices in one process, on the virtual clock.
+    fleet_path = tmp_path / "fleet.json.gz"
+    save_fleet(fleet_path, build_synthetic(8, seed=3))
+    _, sha, size = build_command(str(REPO / "packages" / "wine"), str(tmp_path / "wine-mlp.tar.gz"))
+    job = write_job(
+        tmp_path,
+        "emu",
+        rounds=3,
+        num_participants=4,
+        min_agents=8,
+        data_args={"num_partitions": 8, "seed": 0},
+        clock="virtual",
+        fleet=str(fleet_path),
+    )
+    packages = AgentPackages(PackageCache(tmp_path / "cache"), PackageTrust(frozenset({sha})))
+    emulator = Emulator(load_fleet(fleet_path), settings, name="emu", packages=packages)
+    ready = asyncio.Event()
+    running = asyncio.create_task(emulator.run(connected=ready))
+
+    # Execute
+    try:
+        async with asyncio.timeout(60):
+            await ready.wait()
+        assert await run_job(settings, job, tmp_path / "runs")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+    # Assert: one transfer for the whole process; the rounds trained with the package.
+    assert (packages.stats.fetched, packages.stats.fetched_bytes) == (1, size)
+    ends = [
+        e["data"]
+        for e in read_events(tmp_path / "runs" / "emu" / "events.jsonl")
+        if e["event"] == "ROUND_END"
+    ]
+    assert len(ends) == 3 and all(len(d["kept"]) == 4 for d in ends)

@@ -63,19 +63,9 @@ def build_fleet(traces: str, clients: int, seed: int) -> tuple[Fleet, str]:
 def data_entry(data: str, clients: int) -> tuple[str, str, dict[str, Any], str]:
     if data != "digits" and Path(data).exists():
         args: dict[str, Any] = {"path": str(Path(data).resolve()), "num_partitions": clients}
-        return (
-            "fedbus.examples.mnist:make_model",
-            "fedbus.examples.mnist:load_partition",
-            args,
-            "MNIST-5k",
-        )
+        return "fedbus.examples.mnist:make_model", "fedbus.examples.mnist:load_partition", args, "MNIST-5k"
     args = {"num_partitions": clients}
-    return (
-        "fedbus.examples.digits:make_model",
-        "fedbus.examples.digits:load_partition",
-        args,
-        "digits",
-    )
+    return "fedbus.examples.digits:make_model", "fedbus.examples.digits:load_partition", args, "digits"
 
 
 def adaptive_stats(run: RunResult) -> dict[str, float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from coordinator import credentials, jobs_cli, report, seed_model, watch
+from coordinator import credentials, jobs_cli, package_cli, report, seed_model, watch
 from coordinator.config import JobConfigError, load_job
 from coordinator.job_runner import JobRunner
 from coordinator.metrics_http import with_telemetry
@@ -48,7 +48,12 @@ def print_round(event: Event) -> None:
         )
     elif event.event == "ROUND_FAILED":
         console.print(f"round {event.round:4d}  [yellow]failed[/]: {d.get('reason')}")
-    elif event.event == "JOB_END":
+        for reason in sorted(set((d.get("failure_reasons") or {}).values())):
+            console.print(f"            agents' reason: {reason}")
+    if event.event in ("ROUND_END", "ROUND_FAILED"):
+        for agent, reason in (d.get("excluded") or {}).items():
+            console.print(f"[red]agent {agent} cannot run this job[/] (no longer picked): {reason}")
+    if event.event == "JOB_END":
         final = d.get("accuracy")
         console.print(
             f"[bold]job {event.job} finished[/]: final test accuracy "
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     report.configure(sub.add_parser("report", help="plots and a summary from runs' event logs"))
     jobs_cli.configure(sub.add_parser("jobs", help="list, inspect, cancel or follow served jobs"))
     watch.configure(sub.add_parser("watch", help="live view of jobs, rounds and agents"))
+    package_cli.configure(sub.add_parser("package", help="compute packages: build"))
 
     env_config.apply_environment(parser, env_config.COORDINATOR)  # FEDBUS_*; flags win
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coordinator.eligibility import Requirements
+from coordinator.packages import apply_package, make_job_dir_importable
 from coordinator.wall_clock_checks import check_wall_clock
 from fedbus.protocol.topics import check_id
 
@@ -54,6 +55,12 @@ class JobConfig(BaseModel):
     # A seed file (``coordinator seed JOB.yaml``): the initial weights, read instead of
     # running ``model`` with ``seed``; the coordinator then never imports torch.
     initial_model: str | None = None
+    # A compute package (docs/jobs.md): a .tar.gz from `coordinator package build`, or a
+    # package directory, relative to the job file. Agents receive it over the bus pinned
+    # by SHA-256; ``model`` and ``data`` default to the package's own.
+    package: str | None = None
+    # The package's SHA-256, filled in when the job is loaded; one given must match.
+    package_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     rounds: int = Field(20, ge=1)
     num_participants: int = Field(4, ge=1)
@@ -150,6 +157,10 @@ def parse_job(data: Any, source: str) -> JobConfig:
     if not isinstance(data, dict):
         raise JobConfigError(f"{source}: a job file must be a mapping of fields")
     try:
+        data = apply_package(data, source)
+    except ValueError as exc:
+        raise JobConfigError(f"{source}: {exc}") from exc
+    try:
         config = JobConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
@@ -192,4 +203,5 @@ def load_job(path: str | Path) -> JobConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobConfigError(f"{path}: not valid YAML: {exc}") from exc
+    make_job_dir_importable(path)
     return parse_job(data, str(path))

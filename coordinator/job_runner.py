@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from client_selectors import ClientProfile, ClientSelector, make_selector
-from coordinator import checkpoint, seed_model
+from coordinator import checkpoint, metrics, packages, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
@@ -38,6 +38,7 @@ from coordinator.measured_profile import measured_client_profile
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
 from coordinator.server_eval import ServerEvaluator
+from coordinator.unable_agents import unable_to_run
 from coordinator.update_check import (
     Assignment,
     Rejected,
@@ -217,6 +218,8 @@ class JobRunner:
         self._closed_tasks: set[str] = set()
         self._recent_closed: dict[str, list[set[str]]] = {"train": [], "validate": []}
         self.late_updates = 0
+        # Agents that reported they cannot run this job's code, with their reason.
+        self.unable: dict[str, str] = {}
         self.layout: ParamLayout
         self.global_flat: np.ndarray
         # The multi-job scheduler's seam (set by the service): which agents may be asked.
@@ -308,6 +311,7 @@ class JobRunner:
     async def republish(self) -> None:
         """After a reconnect: the broker may have lost retained messages in a crash."""
         if hasattr(self, "global_flat"):
+            await packages.publish_job_package(self.config, self.topics, self._publish)
             await self.publish_model()
             await self.publish_status()
 
@@ -319,6 +323,8 @@ class JobRunner:
         """The seed file's weights, or the model entry point's (in a worker thread: see run)."""
         if self.config.initial_model is not None:
             return seed_model.load(self.config.initial_model)
+        if self.config.package is not None and self.config.package_sha256 is not None:
+            return packages.initial_model_of_job(self.config, self.run_dir)
         return seed_model.build(self.config.model, self.config.seed)
 
     def _load_or_init(self) -> bool:
@@ -411,6 +417,7 @@ class JobRunner:
                     "num_params": self.layout.num_params,
                 },
             )
+        await packages.publish_job_package(self.config, self.topics, self._publish)
         await self.publish_model()
         await self.publish_status()
         try:
@@ -524,7 +531,7 @@ class JobRunner:
 
     def _eligible(self) -> list[str]:
         """Online agents that may train now: on the virtual clock, fleet members that are active."""
-        online = self.registry.online()
+        online = [a for a in self.registry.online() if a not in self.unable]
         if self.fleet is None or self.virtual_time is None:
             return self._granted(online)
         return self._granted(
@@ -620,6 +627,7 @@ class JobRunner:
             value_dtype=c.value_dtype,
             clock=c.clock,
             time_model_params=c.time_model_params,
+            package=c.package_sha256,
         )
 
     async def _send_tasks(
@@ -672,8 +680,11 @@ class JobRunner:
         self._set_phase(JobPhase.TRAINING)
         online = self._eligible()
         if len(online) < self.config.clients_required:
+            unable = f" ({len(self.unable)} cannot run this job)" if self.unable else ""
             await self._fail_early(
-                round_, [], f"only {len(online)} of {self.config.clients_required} agents online"
+                round_,
+                [],
+                f"only {len(online)} of {self.config.clients_required} agents online{unable}",
             )
             return
         t0 = time.perf_counter()
@@ -776,6 +787,9 @@ class JobRunner:
         report.extra["failed"] = sorted(failures)
         report.extra["failure_reasons"] = {a: failures[a].reason for a in sorted(failures)}
         report.extra["resources"] = {a: r.meta.resources for a, r in replies.items()}
+        if excluded := unable_to_run(report.extra["failure_reasons"]):
+            self.unable.update(excluded)  # never picked again for this job
+            report.extra["excluded"] = excluded
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}
@@ -953,6 +967,13 @@ class JobRunner:
         report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
         report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
         report.extra["steps"] = {a: replies[a].meta.steps for a in kept}
+        report.extra.update(
+            metrics.round_entry(
+                {a: replies[a].meta.metrics for a in kept},
+                {a: replies[a].meta.num_examples for a in kept},
+                key="train_metrics",
+            )
+        )
         for agent in kept:
             meta = replies[agent].meta
             self.selector.register_feedback(
@@ -1087,6 +1108,12 @@ class JobRunner:
             entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
             entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
             entry["eval_agents"] = len(answered)
+            entry.update(
+                metrics.round_entry(
+                    {r.agent: r.metrics for r in answered},
+                    {r.agent: r.num_examples for r in answered},
+                )
+            )
             self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
         if emit:
             await self._emit_round_end(entry, pending.virtual_time)

@@ -22,11 +22,18 @@ from edge_agent.compat import TaskGroup
 from edge_agent.link_shaper import LinkShaper
 from edge_agent.measurements import Measurements
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.packages import (
+    AgentPackages,
+    LoadedPackage,
+    train_with_package,
+    validate_with_package,
+)
 from edge_agent.round_resources import RoundResources
 from edge_agent.telemetry import TelemetryPublisher, TelemetrySource
 from edge_agent.trainer import LocalTrainer
 from edge_agent.updates import UpdatePlan, build_update, describe, timed
 from edge_agent.wall_training import train_on_wall
+from fedbus.packages import PackageRefused
 from fedbus.protocol import bus
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import (
@@ -79,6 +86,10 @@ class AgentIdentity:
 
 # Adaptive training and virtual clocks replace how a task is trained and timed.
 TrainFn = Callable[[Task, GlobalModel, AgentIdentity], UpdatePlan]
+# Another framework's evaluation (a Flower client's): (loss, accuracy, examples, metrics).
+ValidateFn = Callable[
+    [Task, GlobalModel, AgentIdentity], tuple[float, float, int, dict[str, float]]
+]
 
 
 class EdgeAgent:
@@ -98,6 +109,8 @@ class EdgeAgent:
         telemetry_interval: float = 0.0,
         telemetry_sources: Sequence[TelemetrySource] | None = None,
         telemetry_mode: str = "live",
+        packages: AgentPackages | None = None,
+        validate_fn: ValidateFn | None = None,
     ) -> None:
         self.identity = identity
         self.profile = identity.profile  # refreshed with measurements after each job's first task
@@ -108,6 +121,8 @@ class EdgeAgent:
         self.compute_lock = compute_lock or asyncio.Lock()
         self.train_fn = train_fn or self._train_wall
         self.subscribe_models = subscribe_models
+        self.packages = packages
+        self.validate_fn = validate_fn
         self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -237,6 +252,9 @@ class EdgeAgent:
                 await self.shaper.receive(len(payload))
             if parsed.kind in (TopicKind.JOB_MODEL, TopicKind.JOB_MODEL_CHUNK):
                 await self._receive_model(parsed.job or "", payload, began)
+            elif parsed.kind in (TopicKind.PACKAGE, TopicKind.PACKAGE_CHUNK):
+                if self.packages is not None and parsed.package is not None:
+                    await self.packages.offer(parsed.package, payload)
             elif parsed.kind is TopicKind.AGENT_TASKS:
                 task, _ = decode_envelope(Task, payload)
                 self._received[task.task_id] = began
@@ -341,8 +359,18 @@ class EdgeAgent:
         )
         return min(received, first) if same_round else received
 
+    async def _package(self, task: Task) -> LoadedPackage | None:
+        """The task's compute package, fetched and verified if need be (or PackageRefused)."""
+        sha = task.config.package
+        if sha is None:
+            return None
+        if self.packages is None:
+            raise PackageRefused("this agent runs no compute packages (no package cache set up)")
+        return await self.packages.ensure(sha, self._link, self.topics)
+
     async def _handle(self, task: Task) -> None:
         received = self._received.get(task.task_id, self.monotonic())
+        package = await self._package(task)
         model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
@@ -382,7 +410,12 @@ class EdgeAgent:
                 validated = self.monotonic() - began
             try:
                 self.resources.begin()
-                plan = await self._compute("train", self.train_fn, task, model, self.identity)
+                if package is not None and package.trains:
+                    plan = await self._compute(
+                        "package-train", self._train_package, task, model, package
+                    )
+                else:
+                    plan = await self._compute("train", self.train_fn, task, model, self.identity)
             except Exception as exc:
                 if folded is None:
                     raise
@@ -460,19 +493,43 @@ class EdgeAgent:
             "model_version": task.model_version,
         }
         try:
-            loss, accuracy, n = await self._compute(
-                "validate",
-                self.trainer.evaluate,
-                task.config,
-                self.identity.partition,
-                model.tensors,
+            package = self.packages.loaded(task.config.package) if self.packages else None
+            metrics: dict[str, float] = {}
+            if package is not None and package.validates:
+                loss, accuracy, n, metrics = await self._compute(
+                    "package-validate",
+                    validate_with_package,
+                    task,
+                    model.tensors,
+                    self.identity.partition,
+                    package,
+                )
+            elif self.validate_fn is not None:
+                loss, accuracy, n, metrics = await self._compute(
+                    "custom-validate", self.validate_fn, task, model, self.identity
+                )
+            else:
+                loss, accuracy, n = await self._compute(
+                    "validate",
+                    self.trainer.evaluate,
+                    task.config,
+                    self.identity.partition,
+                    model.tensors,
+                )
+            meta = ResultMeta(
+                **common, num_examples=n, loss=loss, accuracy=accuracy, metrics=metrics
             )
-            meta = ResultMeta(**common, num_examples=n, loss=loss, accuracy=accuracy)
         except Exception as exc:
             # A validation's failure must not cost the training folded into the same task.
             log.exception("agent %s: validation %s failed", self.agent_id, task_id)
             meta = ResultMeta(**common, success=False, reason=describe(exc))
         return meta
+
+    def _train_package(self, task: Task, model: GlobalModel, package: LoadedPackage) -> UpdatePlan:
+        outcome = train_with_package(
+            task, model.tensors, model.layout, self.identity.partition, package
+        )
+        return UpdatePlan(outcome, Timings())
 
     def _train_wall(self, task: Task, model: GlobalModel, identity: AgentIdentity) -> UpdatePlan:
         received = self._task_received

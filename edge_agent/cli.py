@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from edge_agent import package_cli
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.link_shaper import LinkShaper, parse_rate
 from edge_agent.model_store import ModelStore
@@ -42,6 +43,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         step_s = trainer.measure_step_seconds(config, args.partition, WARMUP_STEPS)
         profile = profile.model_copy(update={"static": {**profile.static, "step_time_s": step_s}})
     profile = advertise(profile, args)
+    flower = None
+    if args.flower_client:
+        from edge_agent.flower import FlowerClientRunner
+
+        sys.path.append(os.getcwd())  # the client's module, beside where the agent runs
+        flower = FlowerClientRunner(args.flower_client, args.num_partitions)
     agent = EdgeAgent(
         AgentIdentity(args.id, args.partition, profile),
         broker_settings(args),
@@ -50,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         shaper=LinkShaper(args.link) if args.link is not None else None,
         telemetry_interval=args.telemetry_interval,
         telemetry_mode=args.telemetry_mode,
+        packages=package_cli.agent_packages(args),
+        train_fn=flower.train if flower else None,
+        validate_fn=flower.validate if flower else None,
     )
     if step_s is not None:
         agent.measurements.observe_steps(args.model, WARMUP_STEPS, step_s * WARMUP_STEPS)
@@ -74,6 +84,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         device=args.device,
         name=args.name,
         data=data_spec(args),
+        packages=package_cli.agent_packages(args),
     )
     print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -109,6 +120,12 @@ def parse_capacity(text: str) -> int:
     if not 1 <= value <= 64:
         raise argparse.ArgumentTypeError(f"capacity must be a whole number 1-64, got {text!r}")
     return value
+
+
+def cmd_flower_seed(args: argparse.Namespace) -> int:
+    from edge_agent.flower import cmd_seed
+
+    return cmd_seed(args.client_fn, args.out, args.num_partitions)
 
 
 def parse_data_args(text: str) -> dict[str, Scalar]:
@@ -231,8 +248,32 @@ def main(argv: list[str] | None = None) -> int:
         "sensors where present); 0: none (default 10)",
     )
     add_data_args(run)
+    run.add_argument(
+        "--flower-client",
+        default=None,
+        metavar="MODULE:CLIENT_FN",
+        help="run this Flower client_fn (NumPyClient or Client) unchanged: train tasks call "
+        "its fit, validate tasks its evaluate (needs flwr: pip install 'fedbus[flower]')",
+    )
+    run.add_argument(
+        "--num-partitions",
+        type=int,
+        default=1,
+        help="the Flower context's num-partitions (its partition-id is --partition)",
+    )
+    package_cli.add_trust_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
+
+    package_cli.configure(sub.add_parser("package", help="run a compute package locally"))
+
+    seed = sub.add_parser(
+        "flower-seed", help="a Flower client's initial parameters as a job's seed file"
+    )
+    seed.add_argument("client_fn", metavar="MODULE:CLIENT_FN")
+    seed.add_argument("--out", default="flower-seed.npz")
+    seed.add_argument("--num-partitions", type=int, default=1)
+    seed.set_defaults(func=cmd_flower_seed)
 
     emulate = sub.add_parser("emulate", help="run N emulated agents of a fleet file in one process")
     emulate.add_argument("--fleet", required=True, help="fleet file (fedbus-fleet build ...)")
@@ -248,14 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="cpu", help="torch device the emulated agents train on (cpu, cuda)"
     )
     add_data_args(emulate)
+    package_cli.add_trust_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 
     env_config.apply_environment(parser, env_config.EDGE_AGENT)  # FEDBUS_*; flags win
     args = parser.parse_args(argv)
-    if args.data_args and not args.data:
+    if getattr(args, "data_args", None) and not getattr(args, "data", None):
         parser.error("--data-args needs --data")
-    if args.data_dir:
+    if getattr(args, "data_dir", None):
         # Jobs name data files relative to where the agent runs (data_args path: ...).
         try:
             os.chdir(args.data_dir)

@@ -27,6 +27,7 @@ from edge_agent.agent import MODEL_QOS, AgentIdentity, EdgeAgent, UpdatePlan
 from edge_agent.compat import TaskGroup
 from edge_agent.compression import upload_bytes
 from edge_agent.model_store import GlobalModel, ModelStore
+from edge_agent.packages import AgentPackages
 from edge_agent.profile import DataSpec, partition_size
 from edge_agent.trainer import LocalTrainer, TrainOutcome, TrainSession
 from fedbus.fleet import DeviceProfile, Fleet
@@ -217,8 +218,12 @@ class Emulator:
         device: str = "cpu",
         name: str = "emulator",
         data: DataSpec | None = None,
+        packages: AgentPackages | None = None,
     ) -> None:
-        """``data``: the job's data, to report each agent's training-set size in its profile."""
+        """``data``: the job's data, to report each agent's training-set size in its profile.
+
+        ``packages``: compute packages, shared by every emulated agent (one fetch per process).
+        """
         profiles = list(fleet)[offset : offset + count if count is not None else None]
         self.broker = broker
         self.trainer = LocalTrainer(device)
@@ -238,6 +243,7 @@ class Emulator:
                 compute_lock=self.lock,
                 train_fn=train_fn,
                 subscribe_models=False,
+                packages=packages,
             )
             for p in profiles
         ]

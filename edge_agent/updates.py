@@ -92,5 +92,6 @@ def build_update(
         keep_frac=outcome.keep_frac,
         timings=plan.timings,
         validation=validation,
+        metrics=outcome.extra,
     )
     return meta, tensors

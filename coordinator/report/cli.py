@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from coordinator import metrics_report
 from coordinator.device_report import plot_devices
 from coordinator.report.plots import PLOTS, render
 from coordinator.report.runs import (
@@ -107,6 +108,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 1
     _print_table(summary)
     print(f"wrote {', '.join(PLOTS)} and summary.md to {args.out}/", flush=True)
+    for line in metrics_report.write(find_run_dirs(args.runs), args.out):
+        print(line, flush=True)  # a job's own metrics (compute packages)
     return 0
 
 

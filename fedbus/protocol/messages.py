@@ -191,6 +191,10 @@ class TrainConfig(BaseModel):
     clock: Literal["wall", "virtual"] = "wall"
     # Parameter count the time model charges for (a small model standing in for a big one).
     time_model_params: int | None = None
+    # The job's compute package, by SHA-256 (lowercase hex): the agent fetches it from
+    # ``{prefix}/packages/{sha}``, checks the hash, and runs model, data, train and
+    # validate from it. None: the entry points are installed on the agent.
+    package: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ValidateRequest(BaseModel):
@@ -302,9 +306,12 @@ class UpdateMeta(Message):
     # (CUDA allocator, this round), energy_j (NVML counter, this round).
     resources: dict[str, float] = Field(default_factory=dict)
 
+    # A compute package's own training metrics (any finite numbers), kept per agent.
+    metrics: dict[str, float] = Field(default_factory=dict)
+
     _check = field_validator("utility", "grad_norm", "loss", "keep_frac")(_finite)
 
-    @field_validator("resources")
+    @field_validator("resources", "metrics")
     @classmethod
     def _finite_resources(cls, value: dict[str, float]) -> dict[str, float]:
         for v in value.values():

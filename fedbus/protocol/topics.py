@@ -15,6 +15,8 @@ Layout (prefix defaults to ``fedbus``)::
     {p}/jobs/{job}/results/{agent}    msgpack validation results, QoS 1
     {p}/jobs/{job}/status             retained JSON
     {p}/jobs/{job}/events             JSON events
+    {p}/packages/{sha256}             retained compute package (.tar.gz), QoS 1
+    {p}/packages/{sha256}/{index}     retained chunks of a package too large for one message
 
 Ids (agents, jobs) are 1-128 characters of ``A-Z a-z 0-9 _ . : @ = -``: never the MQTT
 separators and wildcards ``/ + #``, and easy to type in any client.
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from fedbus.protocol.errors import InvalidTopic
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@=-]{1,128}$")
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -37,6 +40,13 @@ def check_id(value: str, what: str = "id") -> str:
         raise InvalidTopic(
             f"{what} {value!r} is not allowed: use 1-128 characters of A-Z a-z 0-9 _ . : @ = -"
         )
+    return value
+
+
+def check_sha256(value: str) -> str:
+    """Return ``value`` if it is a SHA-256 in lowercase hex (a package's name), else raise."""
+    if not isinstance(value, str) or not _SHA256_PATTERN.fullmatch(value):
+        raise InvalidTopic(f"package hash {value!r} is not 64 lowercase hex digits")
     return value
 
 
@@ -54,6 +64,8 @@ class TopicKind(enum.Enum):
     JOB_RESULT = "job_result"
     JOB_STATUS = "job_status"
     JOB_EVENTS = "job_events"
+    PACKAGE = "package"
+    PACKAGE_CHUNK = "package_chunk"
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class ParsedTopic:
     kind: TopicKind
     agent: str | None = None
     job: str | None = None
+    package: str | None = None  # a package's SHA-256
 
 
 class Topics:
@@ -114,6 +127,17 @@ class Topics:
 
     def job_events(self, job: str) -> str:
         return f"{self.prefix}/jobs/{check_id(job, 'job id')}/events"
+
+    # -- compute packages -------------------------------------------------------------
+    def package(self, sha256: str) -> str:
+        return f"{self.prefix}/packages/{check_sha256(sha256)}"
+
+    def package_chunk(self, sha256: str, index: int) -> str:
+        return f"{self.prefix}/packages/{check_sha256(sha256)}/{int(index)}"
+
+    def package_all(self, sha256: str) -> str:
+        """A package and its chunks (``#`` also matches the package level itself)."""
+        return f"{self.prefix}/packages/{check_sha256(sha256)}/#"
 
     # -- subscriptions ----------------------------------------------------------------
     def all_agent_status(self) -> str:
@@ -186,4 +210,8 @@ class Topics:
                 return ParsedTopic(TopicKind.JOB_STATUS, job=check_id(job, "job id"))
             case ["jobs", job, "events"]:
                 return ParsedTopic(TopicKind.JOB_EVENTS, job=check_id(job, "job id"))
+            case ["packages", sha]:
+                return ParsedTopic(TopicKind.PACKAGE, package=check_sha256(sha))
+            case ["packages", sha, index] if index.isdigit() and len(index) <= 6:
+                return ParsedTopic(TopicKind.PACKAGE_CHUNK, package=check_sha256(sha))
         raise InvalidTopic(f"topic {topic!r} is not a fedbus topic")

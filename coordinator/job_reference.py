@@ -29,6 +29,7 @@ JOB_FIELDS: dict[str, str] = {
     "initial_model": "A seed file (`.npz`, from `coordinator seed JOB.yaml`) with the initial weights, read instead of building `model`.",
     "package": "A compute package: a `.tar.gz` from `coordinator package build DIR`, or a package directory, relative to this file. Agents get it over the bus, pinned by SHA-256; they must trust it (`edge-agent run --trust-package SHA`).",
     "package_sha256": "The package's SHA-256. Filled in when the job is loaded; one written here pins the exact build (loading fails if the archive differs).",
+    "requires": "Which agents the job may use (docs/scheduling.md): `accelerator` (any of these kinds), `device_model` (a case-insensitive shell pattern), `min_memory_gb`, `min_samples`, `tags` (all of the operator's `edge-agent run --tag` labels). Empty: every agent.",
     "rounds": "How many training rounds the job runs.",
     "num_participants": "K: the updates a round aggregates (the K first successful arrivals on the wall clock).",
     "overcommitment": "Dispatch floor(K x overcommitment) agents per round, so stragglers do not hold the round up (FedScale's rule).",

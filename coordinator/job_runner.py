@@ -45,13 +45,12 @@ from coordinator.update_check import (
     write_update,
 )
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
-from edge_agent.compression import upload_bytes
-from edge_agent.step_cap import fixed_steps
 from fedbus.fleet import Fleet, load_fleet
 from fedbus.fleet.trace import dynamic_windows
 from fedbus.fleet.virtual_round import RoundWork, simulate_round
 from fedbus.protocol import chunking
 from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.formulas import fixed_steps, upload_bytes
 from fedbus.protocol.messages import (
     JobStatus,
     ModelMeta,

@@ -70,6 +70,13 @@ log = logging.getLogger(__name__)
 # Updates larger than this are decoded in a worker thread, smaller ones inline.
 INLINE_DECODE_BYTES = 1 << 20
 
+CRASH_POINTS = ("tasks_published", "aggregated", "checkpointed", "model_published", "validating")
+"""The round's command boundaries, in order, at which :data:`crash_hook` is called."""
+
+crash_hook: Callable[[str, int], None] | None = None
+"""Test seam: called as ``crash_hook(point, round)`` at each of :data:`CRASH_POINTS`; a
+crash test sets it (in a forked coordinator) to ``os._exit`` at one of them."""
+
 
 @dataclass(frozen=True)
 class Inbound:
@@ -214,6 +221,9 @@ class JobRunner:
         self._closed_tasks: set[str] = set()
         self._recent_closed: dict[str, list[set[str]]] = {"train": [], "validate": []}
         self.late_updates = 0
+        # This run's identity, new at every start (a resume too): an agent holding an older
+        # run's retained model of the same or a newer version waits for this run's.
+        self.run_epoch = uuid.uuid4().hex[:16]
         self.layout: ParamLayout
         self.global_flat: np.ndarray
 
@@ -269,6 +279,7 @@ class JobRunner:
             version=self.model_version,
             round=self.completed_rounds,
             names=self.layout.names,
+            run_epoch=self.run_epoch,
         )
         # Reuse last round's buffer once its publish is acknowledged (paho let go of it):
         # the same-sized model is written into already-mapped memory every round.
@@ -402,6 +413,7 @@ class JobRunner:
                     "num_params": self.layout.num_params,
                 },
             )
+            await self._save_checkpoint()  # write-ahead: the model is durable before it is out
         await self.publish_model()
         await self.publish_status()
         try:
@@ -594,6 +606,7 @@ class JobRunner:
                 virtual_start=self.virtual_time,
                 issued_at=time.time(),
                 validate_first=requests.get(agent),
+                run_epoch=self.run_epoch,
             )
             assignments[agent] = Assignment(agent, task.task_id, round_, self.model_version)
             payloads.append((self.topics.agent_tasks(agent), encode_envelope(task)))
@@ -677,6 +690,7 @@ class JobRunner:
             validate_first=requests,
         )
         t2 = time.perf_counter()
+        await self._crash_point("tasks_published", round_)
         collection = Collection.start(
             dispatched,
             target=target,
@@ -732,14 +746,9 @@ class JobRunner:
         report.duration = time.monotonic() - started
         if self.virtual_time is not None:
             self.virtual_time += virtual_duration or 0.0
-        if report.ok:
-            await self.publish_model()
-        # The last round's validation ran alongside this round's training: it ends first,
-        # so ROUND_END events stay in round order.
-        await self._finish_validation()
         validate = report.ok and self._eval_due(round_)
         if validate and self.server_eval is not None:
-            await self._evaluate_on_server(report)
+            await self._evaluate_on_server(report)  # the new model, on the coordinator
             validate = False
         self.completed_rounds = round_
         # Where the coordinator's own time went (training and waiting excluded).
@@ -752,19 +761,43 @@ class JobRunner:
         report.extra["timing"] = timing
         entry = report.as_dict()
         self.history.append(entry)
-        deferred = False
-        if validate:
-            deferred = self.config.eval_overlap and round_ < self.config.rounds
-            await self._start_validation(round_, entry, overlap=deferred)
-            if not deferred:
-                await self._finish_validation(emit=False)
+        await self._crash_point("aggregated", round_)
+        # Write-ahead: the state that produced the new model is durable before any agent
+        # can see the model (or a task for it). A crash after this line resumes at this
+        # round's end; before it, the round runs again from the previous checkpoint.
         t5 = time.perf_counter()
         await self._save_checkpoint()
         timing["checkpoint_s"] = time.perf_counter() - t5
         timing["overhead_s"] = sum(timing.values())
+        await self._crash_point("checkpointed", round_)
+        if report.ok:
+            await self.publish_model()
+            await self._crash_point("model_published", round_)
+        # The last round's validation ran alongside this round's training: it ends first,
+        # so ROUND_END events stay in round order.
+        await self._finish_validation()
+        deferred = False
+        if validate:
+            deferred = self.config.eval_overlap and round_ < self.config.rounds
+            await self._start_validation(round_, entry, overlap=deferred)
+            await self._crash_point("validating", round_)
+            if not deferred:
+                await self._finish_validation(emit=False)
+                await self._save_checkpoint()  # its accuracy, before ROUND_END reports it
         if not deferred:  # else the validation's end emits it, next round
             await self._emit_round_end(entry, self.virtual_time)
         await self.publish_status()
+
+    async def _crash_point(self, point: str, round_: int) -> None:
+        """A command boundary of the round: where the crash tests stop the process.
+
+        Without :data:`crash_hook` (always, outside tests) this does nothing. With it, what
+        was published so far is first flushed to the broker, so "after X" means X is out.
+        """
+        if crash_hook is None:
+            return
+        await self._flush_publishes()
+        crash_hook(point, round_)
 
     async def _emit_round_end(self, entry: dict[str, Any], virtual_time: float | None) -> None:
         round_ = entry["round"]

@@ -41,6 +41,10 @@ from fedbus.protocol.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
 
+# Reasons of a refusal (a ``success: false`` reply to a task that was never started).
+REFUSED_MODEL_MOVED_ON = "model_moved_on"  # a newer model (or another run's) is held
+REFUSED_MODEL_MISSING = "model_missing"  # the task's model never arrived
+
 MODEL_WAIT_SECONDS = 60.0
 # Models are retained, and every (re)subscribe makes the broker send the retained ones
 # again: QoS 1 would add nothing but a PUBACK per agent and model to the round's path.
@@ -208,6 +212,7 @@ class EdgeAgent:
                     task.job,
                     task.model_version,
                 )
+                await self._refuse(task, REFUSED_MODEL_MISSING)
             except Exception as exc:
                 # One task's failure must not take the agent down (nor, in an emulator, the
                 # thousand agents sharing its task group): say so to the coordinator, which
@@ -238,11 +243,41 @@ class EdgeAgent:
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
 
+    async def _refuse(self, task: Task, reason: str) -> None:
+        """Say that ``task`` cannot be done, so the coordinator stops waiting for it.
+
+        A folded validation (``validate_first``) is refused with it: inside the failed
+        update when asked ``in_update``, else as a failed result of its own.
+        """
+        request = task.validate_first
+        refused: ResultMeta | None = None
+        if request is not None:
+            refused = ResultMeta(
+                job=task.job,
+                round=request.round,
+                agent=self.agent_id,
+                task_id=request.task_id,
+                model_version=task.model_version,
+                success=False,
+                reason=reason,
+            )
+            if not request.in_update:
+                await self._publish(
+                    self.topics.job_result(task.job, self.agent_id),
+                    encode_envelope(refused),
+                    request.task_id,
+                )
+                refused = None
+        await self._report_failure(task, reason, refused)
+
     async def _handle(self, task: Task) -> None:
         received = time.perf_counter()
-        model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
+        model = await self.models.wait_for(
+            task.job, task.model_version, MODEL_WAIT_SECONDS, task.run_epoch
+        )
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
+            await self._refuse(task, REFUSED_MODEL_MOVED_ON)
             return
         t_dl = time.perf_counter() - received
         if task.kind == "validate":

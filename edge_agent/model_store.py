@@ -23,6 +23,7 @@ class GlobalModel:
     version: int
     tensors: dict[str, np.ndarray]
     layout: ParamLayout
+    run_epoch: str = ""
 
 
 class ModelStore:
@@ -37,9 +38,12 @@ class ModelStore:
     def latest(self, job: str) -> GlobalModel | None:
         return self._models.get(job)
 
-    def has(self, job: str, version: int) -> bool:
+    def has(self, job: str, version: int, run_epoch: str = "") -> bool:
+        """A model of ``job`` at ``version`` or newer, of run ``run_epoch`` ("" = any run)."""
         model = self._models.get(job)
-        return model is not None and model.version >= version
+        if model is None or (run_epoch and model.run_epoch != run_epoch):
+            return False
+        return model.version >= version
 
     async def offer(
         self, payload: bytes | bytearray | memoryview, key: str = ""
@@ -54,18 +58,27 @@ class ModelStore:
             payload = await asyncio.to_thread(chunking.verify, done)
         meta, tensors = decode_envelope(ModelMeta, payload)
         current = self._models.get(meta.job)
-        if current is not None and current.version >= meta.version:
+        same_run = current is not None and current.run_epoch == meta.run_epoch
+        if current is not None and same_run and current.version >= meta.version:
             return current
         arrays = {name: t for name, t in tensors.items() if isinstance(t, np.ndarray)}
-        model = GlobalModel(meta.job, meta.version, arrays, ParamLayout.from_tensors(arrays))
+        model = GlobalModel(
+            meta.job, meta.version, arrays, ParamLayout.from_tensors(arrays), meta.run_epoch
+        )
         async with self._changed:
             self._models[meta.job] = model
             self._changed.notify_all()
         return model
 
-    async def wait_for(self, job: str, version: int, timeout: float) -> GlobalModel | None:
-        """The model of ``job`` at exactly ``version``; None on timeout or if it moved on."""
+    async def wait_for(
+        self, job: str, version: int, timeout: float, run_epoch: str = ""
+    ) -> GlobalModel | None:
+        """The model of ``job`` at exactly ``version``; None on timeout or if it moved on.
+
+        With ``run_epoch``, only that run's model counts: an older run's retained model of
+        a newer version (a re-run restarts at 0) is waited past, not taken for this one.
+        """
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: self.has(job, version))
+            await self._changed.wait_for(lambda: self.has(job, version, run_epoch))
         model = self._models[job]
         return model if model.version == version else None

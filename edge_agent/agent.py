@@ -26,6 +26,7 @@ from edge_agent.trainer import LocalTrainer, TrainOutcome
 from fedbus.protocol import bus
 from fedbus.protocol.codec import SparseTensor, Tensor
 from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.formulas import training_seed
 from fedbus.protocol.messages import (
     AgentProfile,
     AgentStatus,
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 # Reasons of a refusal (a ``success: false`` reply to a task that was never started).
 REFUSED_MODEL_MOVED_ON = "model_moved_on"  # a newer model (or another run's) is held
 REFUSED_MODEL_MISSING = "model_missing"  # the task's model never arrived
+# The last will's ts: this long after the session's online status (statuses apply in ts order).
+WILL_AFTER_ONLINE = 1e-3
 
 MODEL_WAIT_SECONDS = 60.0
 # Models are retained, and every (re)subscribe makes the broker send the retained ones
@@ -118,10 +121,11 @@ class EdgeAgent:
     def agent_id(self) -> str:
         return self.identity.agent_id
 
-    def _status(self, state: str) -> bytes:
+    def _status(self, state: str, ts: float | None = None) -> bytes:
         profile = self.identity.profile if state == "online" else None
+        stamp = time.time() if ts is None else ts
         return encode_json(
-            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=time.time())  # type: ignore[arg-type]
+            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=stamp)  # type: ignore[arg-type]
         )
 
     async def run(self) -> None:
@@ -148,18 +152,24 @@ class EdgeAgent:
         )
 
     async def _session(self) -> None:
+        # The coordinator applies statuses in ts order: the last will, written now but sent
+        # when the session dies, is stamped just after this session's online status.
+        began = time.time()
         client = bus.make_client(
             self.broker,
             f"agent-{self.agent_id}",
             will_topic=self.topics.agent_status(self.agent_id),
-            will_payload=self._status("offline"),
+            will_payload=self._status("offline", began + WILL_AFTER_ONLINE),
         )
         async with client:
             await client.subscribe(self.topics.agent_tasks(self.agent_id), qos=1)
             if self.subscribe_models:
                 await client.subscribe(self.topics.all_job_models(), qos=MODEL_QOS)
             await client.publish(
-                self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
+                self.topics.agent_status(self.agent_id),
+                self._status("online", began),
+                qos=1,
+                retain=True,
             )
             self._link.up(client)
             try:
@@ -389,7 +399,7 @@ class EdgeAgent:
             identity.partition,
             model.tensors,
             model.layout,
-            seed=task.config.seed * 1_000_003 + task.round * 7919 + identity.partition,
+            seed=training_seed(task.config.seed, task.round, identity.partition),
         )
         outcome.keep_frac = task.config.keep_frac
         return UpdatePlan(outcome, Timings())

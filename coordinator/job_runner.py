@@ -34,12 +34,22 @@ from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
-from coordinator.round_state import Collection, JobPhase, Phase, advance
+from coordinator.round_engine import RoundEngine
+from coordinator.round_state import JobPhase, Phase, advance
+from coordinator.round_table import RoundPhase, ValidationPhase
+from coordinator.round_verdicts import (
+    AgentLost,
+    ClosedRound,
+    Late,
+    Refused,
+    Reply,
+    TimerFired,
+    WriteRow,
+)
 from coordinator.server_eval import ServerEvaluator
 from coordinator.update_check import (
     Assignment,
     Rejected,
-    check_header,
     decode_result,
     decode_update,
     write_update,
@@ -54,7 +64,6 @@ from fedbus.protocol.formulas import fixed_steps, upload_bytes
 from fedbus.protocol.messages import (
     JobStatus,
     ModelMeta,
-    ResultMeta,
     Task,
     TrainConfig,
     UpdateMeta,
@@ -136,27 +145,11 @@ class RoundReport:
 
 
 @dataclass
-class _PendingEval:
-    """A validation sent out and not yet closed, and the round it completes."""
+class _PendingEntry:
+    """The history entry of a round whose validation is outstanding, and when it ended."""
 
-    round: int
-    entry: dict[str, Any]  # the round's history entry: accuracy and loss are filled in
-    virtual_time: float | None  # when the round ended
-    assignments: dict[str, Assignment]
-    collection: Collection
-    results: dict[str, ResultMeta] = field(default_factory=dict)
-    # Not asked yet: the next round's train tasks carry their requests (validate_first),
-    # and whoever that round does not train gets a validate task of its own.
-    unasked: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Reply:
-    agent: str
-    meta: UpdateMeta
-    row: int
-    received: float
-    nbytes: int
+    entry: dict[str, Any]  # accuracy and loss are filled in when the validation closes
+    virtual_time: float | None
 
 
 class JobRunner:
@@ -177,7 +170,8 @@ class JobRunner:
         self.run_dir = run_dir
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self.phase = JobPhase.PENDING
-        self.rejected: Counter[str] = Counter()
+        # The round's replies: admission, late and stale, lost agents, the validation.
+        self.engine = RoundEngine(self.job)
         self.history: list[dict[str, Any]] = []
         self.completed_rounds = 0
         self.model_version = 0
@@ -197,8 +191,7 @@ class JobRunner:
             fleet = self.fleet
             self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         self._stack: UpdateStack | None = None
-        self._row_of: dict[str, int] = {}
-        self._pending_eval: _PendingEval | None = None
+        self._pending_entry: _PendingEntry | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._model_sending: asyncio.Task[None] | None = None
         self.server_eval = (
@@ -215,12 +208,6 @@ class JobRunner:
             timeout=config.round_timeout,
         )
         self._ingest_seconds = 0.0
-        # Task ids of the last closed training round and the last two validations: a
-        # straggler's answer that arrives after its round closed is expected with
-        # over-commitment, and is dropped as late, not hostile; anything older is stale.
-        self._closed_tasks: set[str] = set()
-        self._recent_closed: dict[str, list[set[str]]] = {"train": [], "validate": []}
-        self.late_updates = 0
         # This run's identity, new at every start (a resume too): an agent holding an older
         # run's retained model of the same or a newer version waits for this run's.
         self.run_epoch = uuid.uuid4().hex[:16]
@@ -267,8 +254,8 @@ class JobRunner:
             last_accuracy=self.last_accuracy,
             last_loss=self.last_loss,
             virtual_time=self.virtual_time,
-            rejected=dict(self.rejected),
-            late=self.late_updates,
+            rejected=dict(self.engine.rejected),
+            late=self.engine.late,
             ts=time.time(),
         )
         self._publish_soon(self.topics.job_status(self.job), encode_json(status), True)
@@ -340,7 +327,7 @@ class JobRunner:
         self.completed_rounds = int(state["completed_rounds"])
         self.model_version = int(state["model_version"])
         self.history = list(state["history"])
-        self.rejected = Counter(state.get("rejected", {}))
+        self.engine.rejected = Counter(state.get("rejected", {}))
         self.virtual_time = state.get("virtual_time")
         self.last_accuracy = state.get("last_accuracy")
         self.last_loss = state.get("last_loss")
@@ -367,7 +354,7 @@ class JobRunner:
             "completed_rounds": self.completed_rounds,
             "model_version": self.model_version,
             "history": self.history,
-            "rejected": dict(self.rejected),
+            "rejected": dict(self.engine.rejected),
             "virtual_time": self.virtual_time,
             "last_accuracy": self.last_accuracy,
             "last_loss": self.last_loss,
@@ -435,7 +422,7 @@ class JobRunner:
                 {
                     "accuracy": self.last_accuracy,
                     "loss": self.last_loss,
-                    "rejected": dict(self.rejected),
+                    "rejected": dict(self.engine.rejected),
                 },
                 virtual_time=self.virtual_time,
             )
@@ -450,7 +437,7 @@ class JobRunner:
         needed = self.config.agents_needed
         deadline = time.monotonic() + self.config.agent_wait_timeout
         while len(self.registry.online()) < needed and time.monotonic() < deadline:
-            await self._drain(until=min(deadline, time.monotonic() + 0.2), collection=None)
+            await self._drain(None, until=min(deadline, time.monotonic() + 0.2))
         online = self.registry.online()
         await self.events.emit(
             EventName.AGENTS_READY, self.completed_rounds, {"online": len(online)}
@@ -657,7 +644,6 @@ class JobRunner:
         }
         if overrides and plan is not None:
             plan = self._replan(round_, plan, configs)
-        self._row_of = {agent: row for row, agent in enumerate(dispatched)}
         begin: dict[str, Any] = {
             "selected": selected,
             "dispatched": dispatched,
@@ -691,30 +677,24 @@ class JobRunner:
         )
         t2 = time.perf_counter()
         await self._crash_point("tasks_published", round_)
-        collection = Collection.start(
-            dispatched,
+        self._stack_for(len(dispatched))
+        self.engine.open_round(
+            round_,
+            assignments,
             target=target,
             required=self.config.clients_required,
             deadline=time.monotonic() + self.config.round_timeout,
+            folded={a: r.in_update for a, r in requests.items()},
         )
-        stack = self._stack_for(len(dispatched))
-        replies: dict[str, _Reply] = {}
-        failures: dict[str, UpdateMeta] = {}
-        await self._drain(
-            until=None,
-            collection=collection,
-            assignments=assignments,
-            replies=replies,
-            failures=failures,
-            stack=stack,
-        )
-        self._remember_closed(assignments, "train")
-        self._give_up_folded(requests)
-        kept, durations, virtual_duration = self._choose_kept(collection, replies, plan, started)
-        ok = collection.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
+        await self._drain(lambda: self.engine.round_phase is not RoundPhase.COLLECTING)
+        closed = self.engine.close_round()
+        self.engine.end_round(time.monotonic())
+        replies, failures = closed.replies, closed.failures
+        kept, durations, virtual_duration = self._choose_kept(closed, plan, started)
+        ok = closed.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
-            collection.reason
-            if ok or collection.phase is Phase.FAILED
+            closed.reason
+            if ok or closed.phase is Phase.FAILED
             else (f"{len(kept)} of {self.config.clients_required} required updates were on time")
         )
         report = RoundReport(
@@ -734,7 +714,7 @@ class JobRunner:
         report.extra["upload_bytes_all"] = sum(r.nbytes for r in replies.values())
         t3 = time.perf_counter()
         if ok:
-            await self._aggregate(round_, report, replies, durations, stack)
+            await self._aggregate(round_, report, replies, durations)
         t4 = time.perf_counter()
         report.stragglers = [a for a in selected if a not in report.kept]
         if report.stragglers:
@@ -842,34 +822,15 @@ class JobRunner:
         await self._emit_round_end(entry, self.virtual_time)
         await self.publish_status()
 
-    def _remember_closed(self, assignments: dict[str, Assignment], kind: str) -> None:
-        """Task ids of recently closed tasks, so late answers are told from forgeries.
-
-        Counted per kind, not per closing order: validations overlap the next round's
-        training, so they close in a different order than they were sent. Two of each:
-        round r's validation ends after round r + 1's training closed, and a straggler's
-        update for round r that a reconnect held back (the broker redelivers it) can
-        arrive only then; it is late, not stale.
-        """
-        recent = self._recent_closed[kind]
-        recent.append({a.task_id for a in assignments.values()})
-        del recent[:-2]
-        self._closed_tasks = set().union(
-            *self._recent_closed["train"], *self._recent_closed["validate"]
-        )
-
     def _choose_kept(
-        self,
-        collection: Collection,
-        replies: dict[str, _Reply],
-        plan: VirtualPlan | None,
-        started: float,
+        self, closed: ClosedRound, plan: VirtualPlan | None, started: float
     ) -> tuple[list[str], dict[str, float], float | None]:
         """Which successful updates count, every agent's duration, the virtual round length."""
         k = self.config.num_participants
+        replies = closed.replies
         durations = {a: _duration(r.meta, r.received - started) for a, r in replies.items()}
         if self.virtual_time is None:
-            return [a for a in collection.accepted if a in replies][:k], durations, None
+            return [a for a in closed.accepted if a in replies][:k], durations, None
         if plan is not None and not self.config.adaptive_training:
             # Non-adaptive: the K fastest were chosen up front; durations are the estimates.
             durations = {**plan.durations}
@@ -889,9 +850,8 @@ class JobRunner:
         self,
         round_: int,
         report: RoundReport,
-        replies: dict[str, _Reply],
+        replies: dict[str, Reply],
         durations: dict[str, float],
-        stack: UpdateStack,
     ) -> None:
         kept = report.kept
         report.upload_bytes = sum(replies[a].nbytes for a in kept)
@@ -900,10 +860,11 @@ class JobRunner:
         if self._delta_buffer is None or self._delta_buffer.shape != self.global_flat.shape:
             self._delta_buffer = np.empty_like(self.global_flat)
         # Into a reused buffer: a fresh 47 MB result costs as much as the FedAvg itself.
+        assert self._stack is not None
         delta = await asyncio.to_thread(
             aggregate,
             self.config.aggregator.name,
-            stack,
+            self._stack,
             rows,
             weights,
             out=self._delta_buffer,
@@ -971,15 +932,8 @@ class JobRunner:
             if len(online) <= self.config.eval_max_clients
             else sorted(self._rng.sample(online, self.config.eval_max_clients))
         )
-        collection = Collection.start(
-            agents,
-            target=len(agents),
-            required=1,
-            deadline=time.monotonic() + self.config.eval_timeout,
-        )
-        self._pending_eval = _PendingEval(
-            round_, entry, self.virtual_time, {}, collection, unasked=list(agents)
-        )
+        self.engine.open_validation(round_, agents, self.config.eval_timeout)
+        self._pending_entry = _PendingEntry(entry, self.virtual_time)
         if not overlap:
             await self._ask_validation([])
 
@@ -992,29 +946,27 @@ class JobRunner:
         with ``in_update``); everyone else gets a validate task now. The validated model is
         the one the train tasks start from (same version).
         """
-        pending = self._pending_eval
-        if pending is None or not pending.unasked:
+        unasked = self.engine.unasked
+        round_ = self.engine.validation_round
+        if not unasked or round_ is None:
             return {}
         trained = set(training)
-        folded = [a for a in pending.unasked if a in trained]
-        alone = [a for a in pending.unasked if a not in trained]
-        pending.unasked = []
+        alone = [a for a in unasked if a not in trained]
         requests: dict[str, ValidateRequest] = {}
-        for agent in folded:
+        asked: dict[str, Assignment] = {}
+        for agent in (a for a in unasked if a in trained):
             request = ValidateRequest(
-                task_id=uuid.uuid4().hex[:16], round=pending.round, in_update=in_update
+                task_id=uuid.uuid4().hex[:16], round=round_, in_update=in_update
             )
             requests[agent] = request
-            pending.assignments[agent] = Assignment(
-                agent, request.task_id, pending.round, self.model_version
-            )
+            asked[agent] = Assignment(agent, request.task_id, round_, self.model_version)
         if alone:
             # Not waiting for the broker's acknowledgements: with 50 agents waking up on two
             # cores they took ~100 ms, all of it between this round and the next.
             config = self._train_config()
-            pending.assignments.update(
+            asked.update(
                 await self._send_tasks(
-                    pending.round,
+                    round_,
                     "validate",
                     alone,
                     dict.fromkeys(alone, config),
@@ -1022,34 +974,19 @@ class JobRunner:
                     wait=False,
                 )
             )
+        self.engine.ask(asked, time.monotonic(), requests if in_update else ())
         return requests
-
-    def _give_up_folded(self, requests: dict[str, ValidateRequest]) -> None:
-        """Validations that were to ride in this round's updates and did not are lost.
-
-        Called once the round's updates are in: an agent still pending in the validation
-        sent no update, or one without its result (a failure report from an agent that
-        could not build its update); it is not waited for until eval_timeout.
-        """
-        pending = self._pending_eval
-        if pending is None:
-            return
-        for agent, request in requests.items():
-            if pending.collection.closed:
-                return
-            if request.in_update and pending.collection.is_pending(agent):
-                pending.collection.lose(agent, time.monotonic())
 
     async def _finish_validation(self, *, emit: bool = True) -> None:
         """Wait for the outstanding validation to close, record it and end its round."""
-        pending = self._pending_eval
-        if pending is None:
+        if self.engine.validation_phase is ValidationPhase.NONE:
             return
         await self._ask_validation([])  # no next round took the requests along
-        await self._drain(until=None, collection=pending.collection)
-        self._remember_closed(pending.assignments, "validate")
-        self._pending_eval = None
-        answered = [r for r in pending.results.values() if r.num_examples > 0]
+        await self._drain(lambda: self.engine.validation_phase is not ValidationPhase.OPEN)
+        closed = self.engine.finish_validation()
+        pending, self._pending_entry = self._pending_entry, None
+        assert pending is not None
+        answered = [r for r in closed.results.values() if r.num_examples > 0]
         entry = pending.entry
         if answered:
             weights = [r.num_examples for r in answered]
@@ -1061,33 +998,23 @@ class JobRunner:
             await self._emit_round_end(entry, pending.virtual_time)
 
     # -- the inbox --------------------------------------------------------------------
-    async def _drain(
-        self,
-        *,
-        until: float | None,
-        collection: Collection | None,
-        assignments: dict[str, Assignment] | None = None,
-        replies: dict[str, _Reply] | None = None,
-        failures: dict[str, UpdateMeta] | None = None,
-        stack: UpdateStack | None = None,
-    ) -> None:
-        """Handle inbox items until ``until`` (monotonic) or until ``collection`` closes.
+    async def _drain(self, done: Callable[[], bool] | None, until: float | None = None) -> None:
+        """Feed inbox items to the engine until ``done()`` or, without it, until ``until``.
 
-        Validation results go to the outstanding validation whatever is being waited for.
+        Deadlines are the engine's: when one passes, it gets a TimerFired input. Without
+        ``done`` (waiting for agents) an agent that joined ends the wait at once.
         """
-        assignments = assignments or {}
         while True:
             now = time.monotonic()
-            if collection is not None:
-                if not collection.closed:
-                    collection.tick(now)
-                if collection.closed:
-                    return
-                limit = collection.deadline if collection.deadline is not None else now + 1.0
-            else:
-                limit = until if until is not None else now
-            if until is not None and now >= until:
+            deadline = self.engine.next_deadline()
+            if deadline is not None and now >= deadline:
+                self.engine.timer_fired(TimerFired(now))
+                continue
+            if done is not None and done():
                 return
+            if done is None and (until is None or now >= until):
+                return
+            limit = min(t for t in (deadline, until, now + 1.0) if t is not None)
             # What is queued already is taken at once; otherwise wait for the next item
             # under a timeout (wait_for would wrap every get in a task of its own).
             try:
@@ -1099,15 +1026,12 @@ class JobRunner:
                 except TimeoutError:
                     continue
             if item.kind == "joined":
-                if collection is None:
+                if done is None:
                     return  # _wait_for_agents counts the online agents again
                 continue
             if item.kind == "lost":
-                pending = self._pending_eval
-                if pending is not None and pending.collection.is_pending(item.agent):
-                    pending.collection.lose(item.agent, time.monotonic())
-                if collection is not None and collection.is_pending(item.agent):
-                    collection.lose(item.agent, time.monotonic())
+                verdict = self.engine.agent_lost(AgentLost(item.agent, time.monotonic()))
+                if verdict.lost_from_round:
                     await self.events.emit(
                         EventName.AGENT_LOST, self.completed_rounds + 1, {"agent": item.agent}
                     )
@@ -1115,34 +1039,33 @@ class JobRunner:
             began = time.perf_counter()
             try:
                 if item.kind == "update":
-                    await self._take_update(item, collection, assignments, replies, failures, stack)
+                    await self._take_update(item)
                 elif item.kind == "result":
-                    self._take_result(item)
-            except Rejected as exc:
-                self._count_rejected(exc, item.kind, item.agent)
+                    meta = decode_result(item.payload, 1 << 20)
+                    self._log_verdict(
+                        self.engine.result_arrived(item.agent, meta, time.monotonic())
+                    )
+            except Rejected as exc:  # undecodable: the engine never saw it
+                self.engine.rejected[exc.reason] += 1
+                self._log_verdict(Refused(item.agent, exc.reason, exc.detail))
             finally:
                 self._ingest_seconds += time.perf_counter() - began
 
-    def _count_rejected(self, exc: Rejected, kind: str, agent: str) -> None:
-        self.rejected[exc.reason] += 1
-        log.warning(
-            "job %s round %d: rejected %s from %s: %s",
-            self.job,
-            self.completed_rounds + 1,
-            kind,
-            agent,
-            exc.detail,
-        )
+    def _log_verdict(self, verdict: object) -> None:
+        if isinstance(verdict, Refused):
+            log.warning(
+                "job %s round %d: rejected reply from %s: %s: %s",
+                self.job,
+                self.completed_rounds + 1,
+                verdict.agent,
+                verdict.reason,
+                verdict.detail,
+            )
+        elif isinstance(verdict, Late):
+            log.info("job %s: late reply from %s", self.job, verdict.agent)
 
-    async def _take_update(
-        self,
-        item: Inbound,
-        collection: Collection | None,
-        assignments: dict[str, Assignment],
-        replies: dict[str, _Reply] | None,
-        failures: dict[str, UpdateMeta] | None,
-        stack: UpdateStack | None,
-    ) -> None:
+    async def _take_update(self, item: Inbound) -> None:
+        """Reassemble and decode an update, let the engine judge it, write an admitted one."""
         max_bytes = self.config.max_update_bytes
         if chunking.is_chunk(item.payload):
             try:
@@ -1154,88 +1077,28 @@ class JobRunner:
             except InvalidMessage as exc:
                 raise Rejected(exc.reason, exc.detail) from exc
             item = Inbound(item.kind, item.agent, whole, item.received)
-        if len(item.payload) > INLINE_DECODE_BYTES:
+        large = len(item.payload) > INLINE_DECODE_BYTES
+        if large:
             meta, tensors = await asyncio.to_thread(decode_update, item.payload, max_bytes)
         else:
             meta, tensors = decode_update(item.payload, max_bytes)
-        if meta.task_id in self._closed_tasks and meta.agent == item.agent:
-            self.late_updates += 1
-            log.info("job %s: late update from %s for round %d", self.job, item.agent, meta.round)
-            return
-        if collection is not None and item.agent in collection.lost:
-            self.late_updates += 1  # it was given up for lost (it went offline) and came back
-            return
-        if replies is None or failures is None or stack is None or collection is None:
-            raise Rejected(
-                "stale", f"update for round {meta.round} arrived outside a training round"
-            )
-        seen = item.agent in replies or item.agent in failures
-        check_header(
-            job=self.job,
-            topic_agent=item.agent,
-            meta_job=meta.job,
-            meta_agent=meta.agent,
-            task_id=meta.task_id,
-            round_=meta.round,
-            version=meta.base_version,
-            assignment=assignments.get(item.agent),
-            already_received=seen or not collection.is_pending(item.agent),
-        )
-        if meta.validation is not None:
-            # Once the update itself is genuine, its result is one in its own right: taken
-            # or refused on its own checks, whether or not the training succeeded.
+        for verdict in self.engine.update_arrived(item.agent, meta, time.monotonic()):
+            if not isinstance(verdict, WriteRow):
+                self._log_verdict(verdict)
+                continue
+            # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
+            # (and so the whole run) is then the same whatever order the bus delivers in.
+            assert self._stack is not None
+            row = self._stack.row(verdict.row)
             try:
-                self._accept_result(item.agent, meta.validation)
+                if large:
+                    await asyncio.to_thread(write_update, meta, tensors, self.layout, row)
+                else:
+                    write_update(meta, tensors, self.layout, row)
             except Rejected as exc:
-                self._count_rejected(exc, "result", item.agent)
-        if not meta.success:
-            failures[item.agent] = meta
-            collection.lose(item.agent, time.monotonic())
-            return
-        # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
-        # (and so the whole run) is then the same whatever order the bus delivers in.
-        row_index = self._row_of[item.agent]  # check_header: it holds an assignment
-        row = stack.row(row_index)
-        if len(item.payload) > INLINE_DECODE_BYTES:
-            await asyncio.to_thread(write_update, meta, tensors, self.layout, row)
-        else:
-            write_update(meta, tensors, self.layout, row)
-        replies[item.agent] = _Reply(
-            item.agent, meta, row_index, time.monotonic(), len(item.payload)
-        )
-        collection.accept(item.agent, time.monotonic())
-
-    def _take_result(self, item: Inbound) -> None:
-        self._accept_result(item.agent, decode_result(item.payload, 1 << 20))
-
-    def _accept_result(self, agent: str, meta: ResultMeta) -> None:
-        """A validation result from ``agent`` (its own message, or inside its update)."""
-        if meta.task_id in self._closed_tasks and meta.agent == agent:
-            self.late_updates += 1
-            return
-        pending = self._pending_eval
-        if pending is None:
-            raise Rejected("stale", f"result for round {meta.round} arrived outside a validation")
-        collection = pending.collection
-        if agent in collection.lost:
-            self.late_updates += 1  # it was given up for lost (it went offline) and came back
-            return
-        check_header(
-            job=self.job,
-            topic_agent=agent,
-            meta_job=meta.job,
-            meta_agent=meta.agent,
-            task_id=meta.task_id,
-            round_=meta.round,
-            version=meta.model_version,
-            assignment=pending.assignments.get(agent),
-            already_received=agent in pending.results or not collection.is_pending(agent),
-        )
-        if not meta.success:
-            collection.lose(agent, time.monotonic())
-            return
-        pending.results[agent] = meta
-        collection.accept(agent, time.monotonic())
+                self._log_verdict(self.engine.row_rejected(item.agent, exc.reason, exc.detail))
+            else:
+                self.engine.row_written(item.agent, len(item.payload), time.monotonic())
 
 
 def _add_if_finite(model: np.ndarray, delta: np.ndarray) -> np.ndarray | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from client_selectors import ClientProfile, ClientSelector, make_selector
 from coordinator import checkpoint, seed_model
@@ -35,6 +36,7 @@ from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
 from coordinator.round_engine import RoundEngine
+from coordinator.round_record import CheckpointState, RoundEnd, checked_entry, round_entry
 from coordinator.round_state import JobPhase, Phase, advance
 from coordinator.round_table import RoundPhase, ValidationPhase
 from coordinator.round_verdicts import (
@@ -127,21 +129,23 @@ class RoundReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "ok": self.ok,
-            "reason": self.reason,
-            "selected": self.selected,
-            "kept": self.kept,
-            "stragglers": self.stragglers,
-            "duration": self.duration,
-            "virtual_duration": self.virtual_duration,
-            "accuracy": self.accuracy,
-            "loss": self.loss,
-            "train_loss": self.train_loss,
-            "upload_bytes": self.upload_bytes,
+        """The history entry and ROUND_END data: a :class:`RoundEnd` (checked here)."""
+        record = RoundEnd(
+            round=self.round,
+            ok=self.ok,
+            reason=self.reason,
+            selected=self.selected,
+            kept=self.kept,
+            stragglers=self.stragglers,
+            duration=self.duration,
+            virtual_duration=self.virtual_duration,
+            accuracy=self.accuracy,
+            loss=self.loss,
+            train_loss=self.train_loss,
+            upload_bytes=self.upload_bytes,
             **self.extra,
-        }
+        )
+        return round_entry(record)
 
 
 @dataclass
@@ -317,23 +321,27 @@ class JobRunner:
             self.layout = ParamLayout.from_tensors(tensors)
             self.global_flat = self.layout.flatten(tensors)
             return False
-        state, tensors = restored
-        if state.get("job") != self.job:
+        raw, tensors = restored
+        try:
+            state = CheckpointState.model_validate(raw)
+        except ValidationError as exc:
+            raise RuntimeError(f"{self.run_dir}/checkpoint/state.json: {exc}") from exc
+        if state.job != self.job:
             raise RuntimeError(
-                f"{self.run_dir}: checkpoint belongs to job {state.get('job')!r}, not {self.job!r}"
+                f"{self.run_dir}: checkpoint belongs to job {state.job!r}, not {self.job!r}"
             )
         self.layout = ParamLayout.from_tensors(tensors)
         self.global_flat = self.layout.flatten(tensors)
-        self.completed_rounds = int(state["completed_rounds"])
-        self.model_version = int(state["model_version"])
-        self.history = list(state["history"])
-        self.engine.rejected = Counter(state.get("rejected", {}))
-        self.virtual_time = state.get("virtual_time")
-        self.last_accuracy = state.get("last_accuracy")
-        self.last_loss = state.get("last_loss")
-        self._registered = set(state.get("registered", []))
-        self.selector = type(self.selector).from_state(state["selector"])
-        self._rng.setstate(_tuple_state(state["rng"]))
+        self.completed_rounds = state.completed_rounds
+        self.model_version = state.model_version
+        self.history = list(state.history)
+        self.engine.rejected = Counter(state.rejected)
+        self.virtual_time = state.virtual_time
+        self.last_accuracy = state.last_accuracy
+        self.last_loss = state.last_loss
+        self._registered = set(state.registered)
+        self.selector = type(self.selector).from_state(state.selector)
+        self._rng.setstate(_tuple_state(state.rng))
         return True
 
     async def _save_checkpoint(self) -> None:
@@ -349,19 +357,19 @@ class JobRunner:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        state = {
-            "job": self.job,
-            "completed_rounds": self.completed_rounds,
-            "model_version": self.model_version,
-            "history": self.history,
-            "rejected": dict(self.engine.rejected),
-            "virtual_time": self.virtual_time,
-            "last_accuracy": self.last_accuracy,
-            "last_loss": self.last_loss,
-            "registered": sorted(self._registered),
-            "selector": self.selector.state(),
-            "rng": _list_state(self._rng.getstate()),
-        }
+        state = CheckpointState(
+            job=self.job,
+            completed_rounds=self.completed_rounds,
+            model_version=self.model_version,
+            history=self.history,
+            rejected=dict(self.engine.rejected),
+            virtual_time=self.virtual_time,
+            last_accuracy=self.last_accuracy,
+            last_loss=self.last_loss,
+            registered=sorted(self._registered),
+            selector=self.selector.state(),
+            rng=_list_state(self._rng.getstate()),
+        ).model_dump(exclude={"model_file"})
         checkpoint.save(
             self.run_dir / "checkpoint",
             self.model_version,
@@ -740,6 +748,7 @@ class JobRunner:
         }
         report.extra["timing"] = timing
         entry = report.as_dict()
+        timing = entry["timing"]  # the entry's own copy: the checkpoint's time goes in it
         self.history.append(entry)
         await self._crash_point("aggregated", round_)
         # Write-ahead: the state that produced the new model is durable before any agent
@@ -789,7 +798,7 @@ class JobRunner:
                 virtual_time=virtual_time,
             )
         name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
-        await self.events.emit(name, round_, entry, virtual_time=virtual_time)
+        await self.events.emit(name, round_, checked_entry(entry), virtual_time=virtual_time)
 
     def _skip_to_enough_active(self) -> None:
         """Virtual clock: move on to when enough fleet members are active (FedScale waits).

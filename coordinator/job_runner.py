@@ -29,19 +29,19 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import ValidationError
 
-from client_selectors import ClientProfile, ClientSelector, make_selector
+from client_selectors import ClientSelector, make_selector
 from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
 from coordinator.round_engine import RoundEngine
+from coordinator.round_plan import RoundPlanner
 from coordinator.round_record import CheckpointState, RoundEnd, checked_entry, round_entry
 from coordinator.round_state import JobPhase, Phase, advance
 from coordinator.round_table import RoundPhase, ValidationPhase
 from coordinator.round_verdicts import (
     AgentLost,
-    ClosedRound,
     Late,
     Refused,
     Reply,
@@ -56,19 +56,15 @@ from coordinator.update_check import (
     decode_update,
     write_update,
 )
-from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from fedbus.fleet import Fleet, load_fleet
 from fedbus.fleet.trace import dynamic_windows
-from fedbus.fleet.virtual_round import RoundWork, simulate_round
 from fedbus.protocol import chunking
 from fedbus.protocol.errors import InvalidMessage
-from fedbus.protocol.formulas import fixed_steps, upload_bytes
 from fedbus.protocol.messages import (
     JobStatus,
     ModelMeta,
     Task,
     TrainConfig,
-    UpdateMeta,
     ValidateRequest,
     encode_envelope,
     encode_json,
@@ -188,12 +184,13 @@ class JobRunner:
             config.selector_knobs,
             config.selector.seed if config.selector.seed is not None else config.seed,
         )
-        self._registered: set[str] = set()
         self._rng = random.Random(config.seed)
         self.fleet: Fleet | None = load_fleet(config.fleet) if config.fleet else None
         if self.fleet is not None and hasattr(self.selector, "set_dynamic_source"):
             fleet = self.fleet
             self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
+        # P is known once the model is loaded (_load_or_init sets it).
+        self.plan = RoundPlanner(config, self.fleet, 0, registry.profile)
         self._stack: UpdateStack | None = None
         self._pending_entry: _PendingEntry | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -320,6 +317,7 @@ class JobRunner:
             tensors = self._initial_model()
             self.layout = ParamLayout.from_tensors(tensors)
             self.global_flat = self.layout.flatten(tensors)
+            self.plan.num_params = self.layout.num_params
             return False
         raw, tensors = restored
         try:
@@ -332,6 +330,7 @@ class JobRunner:
             )
         self.layout = ParamLayout.from_tensors(tensors)
         self.global_flat = self.layout.flatten(tensors)
+        self.plan.num_params = self.layout.num_params
         self.completed_rounds = state.completed_rounds
         self.model_version = state.model_version
         self.history = list(state.history)
@@ -339,7 +338,7 @@ class JobRunner:
         self.virtual_time = state.virtual_time
         self.last_accuracy = state.last_accuracy
         self.last_loss = state.last_loss
-        self._registered = set(state.registered)
+        self.plan.registered = set(state.registered)
         self.selector = type(self.selector).from_state(state.selector)
         self._rng.setstate(_tuple_state(state.rng))
         return True
@@ -366,7 +365,7 @@ class JobRunner:
             virtual_time=self.virtual_time,
             last_accuracy=self.last_accuracy,
             last_loss=self.last_loss,
-            registered=sorted(self._registered),
+            registered=sorted(self.plan.registered),
             selector=self.selector.state(),
             rng=_list_state(self._rng.getstate()),
         ).model_dump(exclude={"model_file"})
@@ -452,126 +451,11 @@ class JobRunner:
         )
         return len(online) >= self.config.clients_required
 
-    def _register_new_agents(self, online: list[str]) -> None:
-        for agent in online:
-            if agent in self._registered:
-                continue
-            profile = self.registry.profile(agent)
-            num_samples = (profile.num_samples if profile else None) or 1
-            static = dict(profile.static) if profile else {}
-            client = ClientProfile(num_samples=num_samples, static=static)
-            if self.fleet is not None:
-                device = self.fleet.by_id(agent)
-                times = simulate_round(
-                    device, self._now(), self._work(None), seed=self.config.seed, round_=0
-                )
-                client = ClientProfile(
-                    num_samples=num_samples,
-                    duration=times.total,
-                    compute_time=times.t_comp,
-                    comm_time=times.t_dl + times.t_ul,
-                    static={**device.static, **static},
-                )
-            self.selector.register_client(agent, client)
-            self._registered.add(agent)
-
-    def _eligible(self) -> list[str]:
-        """Online agents that may train now: on the virtual clock, fleet members that are active."""
-        online = self.registry.online()
-        if self.fleet is None or self.virtual_time is None:
-            return online
-        return [a for a in online if a in self._fleet_ids and self._is_active(a, self.virtual_time)]
-
-    @property
-    def _fleet_ids(self) -> set[str]:
-        if self.fleet is None:
-            return set()
-        if not hasattr(self, "_fleet_id_set"):
-            self._fleet_id_set = {p.client_id for p in self.fleet}
-        return self._fleet_id_set
-
-    def _is_active(self, agent: str, t: float) -> bool:
-        return self.fleet is not None and self.fleet.by_id(agent).is_active(t)
-
-    def _work(self, config: TrainConfig | None, agent: str | None = None) -> RoundWork:
-        """What a round costs on the time model (``time_model_params`` stands in for P).
-
-        Steps as the agent will run them: a raised override is capped by its data size.
-        """
-        params = self.config.time_model_params or self.layout.num_params
-        steps = self.config.local_steps
-        if config is not None:
-            profile = self.registry.profile(agent) if agent is not None else None
-            num_train = profile.num_samples if profile and profile.num_samples else None
-            steps = config.local_steps if num_train is None else fixed_steps(config, num_train)
-        keep = config.keep_frac if config else 1.0
-        dtype = np.float16 if self.config.value_dtype == "float16" else np.float32
-        upload = upload_bytes(params, keep, dtype)
-        return RoundWork.dense(params, self.config.batch_size, steps, upload)
-
-    def _virtual_plan(
-        self, round_: int, selected: list[str], configs: dict[str, TrainConfig]
-    ) -> VirtualPlan | None:
-        """Virtual clock: estimate every candidate; non-adaptive rounds keep the K fastest."""
-        if self.fleet is None or self.virtual_time is None:
-            return None
-        estimates = self._estimates(round_, selected, configs)
-        k = self.config.num_participants if not self.config.adaptive_training else len(selected)
-        return plan_fastest(estimates, self.virtual_time, k, self._is_active)
-
-    def _estimates(
-        self, round_: int, agents: list[str], configs: dict[str, TrainConfig]
-    ) -> dict[str, float]:
-        """Time-model round durations, the same numbers the agents will compute."""
-        assert self.fleet is not None and self.virtual_time is not None
-        return {
-            a: simulate_round(
-                self.fleet.by_id(a),
-                self.virtual_time,
-                self._work(configs[a], a),
-                seed=self.config.seed,
-                round_=round_,
-            ).total
-            for a in agents
-        }
-
-    def _replan(
-        self, round_: int, plan: VirtualPlan, configs: dict[str, TrainConfig]
-    ) -> VirtualPlan:
-        """The dispatched agents' durations under their overridden work (steps, dropout)."""
-        estimates = self._estimates(round_, plan.dispatched, configs)
-        durations = {**plan.durations, **estimates}
-        length = max(estimates.values(), default=plan.round_duration)
-        return VirtualPlan(plan.dispatched, durations, plan.inactive, plan.not_dispatched, length)
-
     def _now(self) -> float:
         return self.virtual_time if self.virtual_time is not None else time.time()
 
     def _train_config(self, local_steps: int | None = None, keep_frac: float = 1.0) -> TrainConfig:
-        c = self.config
-        return TrainConfig(
-            model=c.model,
-            data=c.data,
-            data_args=c.data_args,
-            local_steps=c.local_steps if local_steps is None else local_steps,
-            base_local_steps=c.local_steps,
-            batch_size=c.batch_size,
-            learning_rate=c.learning_rate,
-            momentum=c.momentum,
-            weight_decay=c.weight_decay,
-            proximal_mu=c.proximal_mu,
-            seed=c.seed,
-            adaptive=c.adaptive_training,
-            t_budget=self.selector.t_budget or c.t_budget,
-            budget_recheck_steps=c.budget_recheck_steps,
-            ewma_lambda=c.ewma_lambda,
-            min_payload_frac=c.min_payload_frac,
-            run_phase_2=c.run_phase_2,
-            keep_frac=keep_frac,
-            value_dtype=c.value_dtype,
-            clock=c.clock,
-            time_model_params=c.time_model_params,
-        )
+        return self.plan.train_config(self.selector.t_budget, local_steps, keep_frac)
 
     async def _send_tasks(
         self,
@@ -615,13 +499,19 @@ class JobRunner:
 
     async def _round(self, round_: int) -> None:
         started = time.monotonic()
-        if len(self._eligible()) < self.config.clients_required:
+        if (
+            len(self.plan.eligible(self.registry.online(), self.virtual_time))
+            < self.config.clients_required
+        ):
             if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
                 self._set_phase(JobPhase.WAITING_FOR_AGENTS)
             await self._wait_for_agents()
-            self._skip_to_enough_active()
+            if self.virtual_time is not None:
+                self.virtual_time = self.plan.skip_to_enough_active(
+                    self.registry.online(), self.virtual_time
+                )
         self._set_phase(JobPhase.TRAINING)
-        online = self._eligible()
+        online = self.plan.eligible(self.registry.online(), self.virtual_time)
         if len(online) < self.config.clients_required:
             await self._fail_early(
                 round_, [], f"only {len(online)} of {self.config.clients_required} agents online"
@@ -629,12 +519,14 @@ class JobRunner:
             return
         t0 = time.perf_counter()
         self._ingest_seconds = 0.0
-        self._register_new_agents(online)
+        self.plan.register_new_agents(self.selector, online, self._now())
         selection = self.selector.select_participants(
             self.config.dispatch_count, self._now(), online
         )
         selected = list(selection.clients)
-        plan = self._virtual_plan(round_, selected, dict.fromkeys(selected, self._train_config()))
+        plan = self.plan.virtual_plan(
+            round_, selected, dict.fromkeys(selected, self._train_config()), self.virtual_time
+        )
         dispatched = plan.dispatched if plan is not None else selected
         if not dispatched:
             await self._fail_early(round_, selected, "no candidate stays active through the round")
@@ -651,7 +543,8 @@ class JobRunner:
             for a in dispatched
         }
         if overrides and plan is not None:
-            plan = self._replan(round_, plan, configs)
+            assert self.virtual_time is not None
+            plan = self.plan.replan(round_, plan, configs, self.virtual_time)
         begin: dict[str, Any] = {
             "selected": selected,
             "dispatched": dispatched,
@@ -698,7 +591,9 @@ class JobRunner:
         closed = self.engine.close_round()
         self.engine.end_round(time.monotonic())
         replies, failures = closed.replies, closed.failures
-        kept, durations, virtual_duration = self._choose_kept(closed, plan, started)
+        kept, durations, virtual_duration = self.plan.choose_kept(
+            closed, plan, started, self.virtual_time, self.selector.t_budget
+        )
         ok = closed.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
         reason = (
             closed.reason
@@ -800,19 +695,6 @@ class JobRunner:
         name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
         await self.events.emit(name, round_, checked_entry(entry), virtual_time=virtual_time)
 
-    def _skip_to_enough_active(self) -> None:
-        """Virtual clock: move on to when enough fleet members are active (FedScale waits).
-
-        Connected agents are not enough on the virtual clock: only those whose trace says
-        they are available now may train. Steps of a minute, at most one 48 h trace cycle.
-        """
-        if self.fleet is None or self.virtual_time is None:
-            return
-        for _ in range(48 * 60):
-            if len(self._eligible()) >= self.config.clients_required:
-                return
-            self.virtual_time += 60.0
-
     async def _fail_early(self, round_: int, selected: list[str], reason: str) -> None:
         """A round that could not dispatch anyone: it fails without waiting for anything.
 
@@ -830,30 +712,6 @@ class JobRunner:
         await self._save_checkpoint()
         await self._emit_round_end(entry, self.virtual_time)
         await self.publish_status()
-
-    def _choose_kept(
-        self, closed: ClosedRound, plan: VirtualPlan | None, started: float
-    ) -> tuple[list[str], dict[str, float], float | None]:
-        """Which successful updates count, every agent's duration, the virtual round length."""
-        k = self.config.num_participants
-        replies = closed.replies
-        durations = {a: _duration(r.meta, r.received - started) for a, r in replies.items()}
-        if self.virtual_time is None:
-            return [a for a in closed.accepted if a in replies][:k], durations, None
-        if plan is not None and not self.config.adaptive_training:
-            # Non-adaptive: the K fastest were chosen up front; durations are the estimates.
-            durations = {**plan.durations}
-            kept = [a for a in plan.dispatched if a in replies]
-            return kept, durations, max((durations[a] for a in kept), default=plan.round_duration)
-        # Adaptive: keep the K fastest successful replies still active when they finish.
-        fastest = keep_fastest_replies(
-            {a: durations[a] for a in replies}, self.virtual_time, k, self._is_active
-        )
-        if plan is not None:
-            durations = {**plan.durations, **durations}
-        budget = self.selector.t_budget or self.config.t_budget
-        length = fastest.round_duration if fastest.dispatched else budget
-        return fastest.dispatched, durations, length
 
     async def _aggregate(
         self,
@@ -1115,12 +973,6 @@ def _add_if_finite(model: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
     np.add(model, delta, out=delta)
     with np.errstate(over="ignore", invalid="ignore"):
         return delta if bool(np.isfinite(delta.sum(dtype=np.float32))) else None
-
-
-def _duration(meta: UpdateMeta, measured: float) -> float:
-    """The agent's round duration: its reported timings when it has them, else measured."""
-    reported = meta.timings.total or meta.timings.wall_duration
-    return reported if reported > 0 else max(measured, 1e-3)
 
 
 def _list_state(state: Any) -> Any:

@@ -256,12 +256,18 @@ class EdgeAgent:
     async def _refuse(self, task: Task, reason: str) -> None:
         """Say that ``task`` cannot be done, so the coordinator stops waiting for it.
 
-        A folded validation (``validate_first``) is refused with it: inside the failed
-        update when asked ``in_update``, else as a failed result of its own.
+        A folded validation (``validate_first``) goes with it: run on the previous model
+        when that is the version asked (the model moved on by one: the validation can still
+        be answered), else refused; inside the failed update when asked ``in_update``, else
+        as a result of its own.
         """
         request = task.validate_first
         refused: ResultMeta | None = None
-        if request is not None:
+        previous = self.models.held_previous(task.job, task.model_version)
+        if request is not None and previous is not None:
+            async with self.compute_lock:
+                refused = await self._validate(task, previous, request.task_id, request.round)
+        elif request is not None:
             refused = ResultMeta(
                 job=task.job,
                 round=request.round,
@@ -271,19 +277,23 @@ class EdgeAgent:
                 success=False,
                 reason=reason,
             )
-            if not request.in_update:
-                await self._publish(
-                    self.topics.job_result(task.job, self.agent_id),
-                    encode_envelope(refused),
-                    request.task_id,
-                )
-                refused = None
+        if request is not None and refused is not None and not request.in_update:
+            await self._publish(
+                self.topics.job_result(task.job, self.agent_id),
+                encode_envelope(refused),
+                request.task_id,
+            )
+            refused = None
         await self._report_failure(task, reason, refused)
 
     async def _handle(self, task: Task) -> None:
         received = time.perf_counter()
         model = await self.models.wait_for(
-            task.job, task.model_version, MODEL_WAIT_SECONDS, task.run_epoch
+            task.job,
+            task.model_version,
+            MODEL_WAIT_SECONDS,
+            task.run_epoch,
+            previous=task.kind == "validate",
         )
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)

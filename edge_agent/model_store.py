@@ -29,6 +29,9 @@ class GlobalModel:
 class ModelStore:
     def __init__(self, max_model_bytes: int = 1 << 30) -> None:
         self._models: dict[str, GlobalModel] = {}
+        # The version each job's current model replaced (same run): a validation of it that
+        # was queued behind other work (another job's training) can still run.
+        self._previous: dict[str, GlobalModel] = {}
         self._changed = asyncio.Condition()
         # Large models arrive as retained chunks; a late subscriber gets them all at once.
         self._chunks = chunking.Reassembler(
@@ -66,19 +69,37 @@ class ModelStore:
             meta.job, meta.version, arrays, ParamLayout.from_tensors(arrays), meta.run_epoch
         )
         async with self._changed:
+            if current is not None and same_run:
+                self._previous[meta.job] = current
+            else:
+                self._previous.pop(meta.job, None)
             self._models[meta.job] = model
             self._changed.notify_all()
         return model
 
     async def wait_for(
-        self, job: str, version: int, timeout: float, run_epoch: str = ""
+        self,
+        job: str,
+        version: int,
+        timeout: float,
+        run_epoch: str = "",
+        *,
+        previous: bool = False,
     ) -> GlobalModel | None:
         """The model of ``job`` at exactly ``version``; None on timeout or if it moved on.
 
         With ``run_epoch``, only that run's model counts: an older run's retained model of
         a newer version (a re-run restarts at 0) is waited past, not taken for this one.
+        With ``previous`` (validations), the version the current model replaced will do.
         """
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: self.has(job, version, run_epoch))
         model = self._models[job]
-        return model if model.version == version else None
+        if model.version == version:
+            return model
+        return self.held_previous(job, version) if previous else None
+
+    def held_previous(self, job: str, version: int) -> GlobalModel | None:
+        """The model that ``job``'s current one replaced, if it is at ``version``."""
+        model = self._previous.get(job)
+        return model if model is not None and model.version == version else None

@@ -561,6 +561,7 @@ class JobRunner:
             begin["estimates"] = plan.durations
             begin["inactive"] = plan.inactive
         await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
+        await self.publish_status()  # phase "training" (not awaited: queued behind the event)
         t1 = time.perf_counter()
         # Virtual clock: everyone dispatched must answer (arrival order means nothing);
         # wall clock: the first K successful arrivals are the K fastest.

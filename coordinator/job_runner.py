@@ -1,15 +1,13 @@
-"""One job's rounds: the asyncio shell around the pure round machine, selector and aggregation.
+"""One job's asyncio adapter: it carries out what the job's flow asks, and feeds it replies.
 
-The runner owns everything per job (model, selector, counters, run directory), so the
-service can hold several. It reads agent replies from its inbox (fed by the service's
-single receive loop), never from the socket itself, and publishes through the service.
-
-A round: select ``floor(K * overcommitment)`` online agents, publish the global model once
-(retained, the broker fans it out), send each agent its task, collect updates into rows
-of a preallocated stack until the round machine closes (buffer full, everyone answered,
-or the deadline), keep the K fastest, aggregate, feed the selector (stragglers too),
-validate every ``eval_interval`` rounds, checkpoint, and emit ROUND_END. Heavy numpy work
-(decoding large updates, aggregation) runs in a worker thread so keep-alives keep flowing.
+The round itself is :mod:`coordinator.round_flow` (the sequence, as commands),
+:mod:`coordinator.round_engine` (the replies) and :mod:`coordinator.round_plan` (the
+decisions); none of them awaits, reads the clock or touches MQTT. This module does: it
+publishes through the service (which owns the one connection), reads agent replies from
+its inbox (fed by the service's receive loop), holds the model and its buffers, writes
+the checkpoint, and runs heavy numpy work (large updates, aggregation) in a worker thread
+so keep-alives keep flowing. The runner owns everything per job, so the service can hold
+several.
 """
 
 from __future__ import annotations
@@ -17,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,19 +32,29 @@ from coordinator.aggregation import UpdateStack, aggregate
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
-from coordinator.round_engine import RoundEngine
-from coordinator.round_plan import RoundPlanner
-from coordinator.round_record import CheckpointState, RoundEnd, checked_entry, round_entry
-from coordinator.round_state import JobPhase, Phase, advance
-from coordinator.round_table import RoundPhase, ValidationPhase
-from coordinator.round_verdicts import (
-    AgentLost,
-    Late,
-    Refused,
-    Reply,
-    TimerFired,
-    WriteRow,
+from coordinator.round_commands import (
+    Aggregate,
+    Clock,
+    Command,
+    CrashPoint,
+    Drain,
+    Emit,
+    EvaluateOnServer,
+    PrepareRows,
+    PublishModel,
+    PublishStatus,
+    ReadClock,
+    ReadOnline,
+    SaveCheckpoint,
+    SendTasks,
+    Until,
 )
+from coordinator.round_flow import CRASH_POINTS, Flow, JobFlow
+from coordinator.round_plan import RoundPlanner
+from coordinator.round_record import CheckpointState
+from coordinator.round_state import JobPhase
+from coordinator.round_table import RoundPhase, ValidationPhase
+from coordinator.round_verdicts import AgentLost, Late, Refused, TimerFired, WriteRow
 from coordinator.server_eval import ServerEvaluator
 from coordinator.update_check import (
     Assignment,
@@ -56,29 +63,20 @@ from coordinator.update_check import (
     decode_update,
     write_update,
 )
-from fedbus.fleet import Fleet, load_fleet
+from fedbus.fleet import load_fleet
 from fedbus.fleet.trace import dynamic_windows
 from fedbus.protocol import chunking
 from fedbus.protocol.errors import InvalidMessage
-from fedbus.protocol.messages import (
-    JobStatus,
-    ModelMeta,
-    Task,
-    TrainConfig,
-    ValidateRequest,
-    encode_envelope,
-    encode_json,
-)
+from fedbus.protocol.messages import JobStatus, ModelMeta, Task, encode_envelope, encode_json
 from fedbus.protocol.params import ParamLayout
 from fedbus.protocol.topics import Topics
+
+__all__ = ["CRASH_POINTS", "Inbound", "JobRunner", "Publish", "crash_hook"]
 
 log = logging.getLogger(__name__)
 
 # Updates larger than this are decoded in a worker thread, smaller ones inline.
 INLINE_DECODE_BYTES = 1 << 20
-
-CRASH_POINTS = ("tasks_published", "aggregated", "checkpointed", "model_published", "validating")
-"""The round's command boundaries, in order, at which :data:`crash_hook` is called."""
 
 crash_hook: Callable[[str, int], None] | None = None
 """Test seam: called as ``crash_hook(point, round)`` at each of :data:`CRASH_POINTS`; a
@@ -108,50 +106,6 @@ class Publish(Protocol):
     ) -> Awaitable[None]: ...
 
 
-@dataclass
-class RoundReport:
-    round: int
-    ok: bool
-    reason: str
-    selected: list[str]
-    kept: list[str]
-    stragglers: list[str]
-    duration: float
-    virtual_duration: float | None = None
-    accuracy: float | None = None
-    loss: float | None = None
-    train_loss: float | None = None
-    upload_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The history entry and ROUND_END data: a :class:`RoundEnd` (checked here)."""
-        record = RoundEnd(
-            round=self.round,
-            ok=self.ok,
-            reason=self.reason,
-            selected=self.selected,
-            kept=self.kept,
-            stragglers=self.stragglers,
-            duration=self.duration,
-            virtual_duration=self.virtual_duration,
-            accuracy=self.accuracy,
-            loss=self.loss,
-            train_loss=self.train_loss,
-            upload_bytes=self.upload_bytes,
-            **self.extra,
-        )
-        return round_entry(record)
-
-
-@dataclass
-class _PendingEntry:
-    """The history entry of a round whose validation is outstanding, and when it ended."""
-
-    entry: dict[str, Any]  # accuracy and loss are filled in when the validation closes
-    virtual_time: float | None
-
-
 class JobRunner:
     def __init__(
         self,
@@ -169,37 +123,23 @@ class JobRunner:
         self.registry = registry
         self.run_dir = run_dir
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
-        self.phase = JobPhase.PENDING
-        # The round's replies: admission, late and stale, lost agents, the validation.
-        self.engine = RoundEngine(self.job)
-        self.history: list[dict[str, Any]] = []
-        self.completed_rounds = 0
-        self.model_version = 0
-        self.virtual_time = 0.0 if config.clock == "virtual" else None
-        self.last_accuracy: float | None = None
-        self.last_loss: float | None = None
         self.events = EventLog(run_dir / "events.jsonl", self.job, self._publish_event)
-        self.selector: ClientSelector = make_selector(
-            config.selector.name,
-            config.selector_knobs,
-            config.selector.seed if config.selector.seed is not None else config.seed,
-        )
-        self._rng = random.Random(config.seed)
-        self.fleet: Fleet | None = load_fleet(config.fleet) if config.fleet else None
-        if self.fleet is not None and hasattr(self.selector, "set_dynamic_source"):
-            fleet = self.fleet
-            self.selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
+        seed = config.selector.seed if config.selector.seed is not None else config.seed
+        selector = make_selector(config.selector.name, config.selector_knobs, seed)
+        fleet = load_fleet(config.fleet) if config.fleet else None
+        if fleet is not None and hasattr(selector, "set_dynamic_source"):
+            selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
         # P is known once the model is loaded (_load_or_init sets it).
-        self.plan = RoundPlanner(config, self.fleet, 0, registry.profile)
-        self._stack: UpdateStack | None = None
-        self._pending_entry: _PendingEntry | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._model_sending: asyncio.Task[None] | None = None
+        self.flow = JobFlow(config, selector, RoundPlanner(config, fleet, 0, registry.profile))
+        self.engine = self.flow.engine
         self.server_eval = (
             ServerEvaluator(config.model, config.test_data, config.test_data_args)
             if config.test_data
             else None
         )
+        self._stack: UpdateStack | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._model_sending: asyncio.Task[None] | None = None
         self._model_buffer = bytearray()
         self._delta_buffer: np.ndarray | None = None
         # Chunked updates: at most two in-flight rounds' worth of unfinished transfers.
@@ -208,14 +148,89 @@ class JobRunner:
             max_pending_bytes=2 * config.dispatch_count * config.max_update_bytes,
             timeout=config.round_timeout,
         )
-        self._ingest_seconds = 0.0
         # This run's identity, new at every start (a resume too): an agent holding an older
         # run's retained model of the same or a newer version waits for this run's.
         self.run_epoch = uuid.uuid4().hex[:16]
         self.layout: ParamLayout
         self.global_flat: np.ndarray
 
-    # -- publishing -------------------------------------------------------------------
+    @property
+    def selector(self) -> ClientSelector:
+        return self.flow.selector
+
+    # -- the job ---------------------------------------------------------------------------
+    async def run(self) -> bool:
+        """Run the job to its end; True when every round ran (failed rounds included)."""
+        flow = self.flow
+        try:
+            resumed = await asyncio.to_thread(self._load_or_init)
+            flow.set_phase(JobPhase.WAITING_FOR_AGENTS)
+            if resumed:
+                await self._reemit_missing_round_ends()
+                data = {"model_version": flow.model_version}
+                await self.events.emit(EventName.JOB_RESUMED, flow.completed_rounds, data)
+            else:
+                data = {
+                    "config": self.config.model_dump(mode="json"),
+                    "num_params": self.layout.num_params,
+                }
+                await self.events.emit(EventName.JOB_BEGIN, 0, data)
+                await self._save_checkpoint()  # write-ahead: the model is durable before it is out
+            await self.publish_model()
+            await self.publish_status()
+            done: bool = await self._drive(flow.run())
+            await self._flush_publishes()
+            return done
+        finally:
+            self.events.close()
+
+    async def _drive(self, flow: Flow) -> Any:
+        """Carry out the flow's commands, one at a time, until it returns."""
+        result: Any = None
+        while True:
+            try:
+                command = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            result = await self._execute(command)
+
+    async def _execute(self, command: Command) -> Any:
+        match command:
+            case ReadClock():
+                return Clock(time.monotonic(), time.perf_counter(), time.time())
+            case ReadOnline():
+                return self.registry.online()
+            case Emit(name, round_, data, virtual_time):
+                await self.events.emit(name, round_, dict(data), virtual_time=virtual_time)
+            case PublishStatus(state):
+                await self.publish_status(state)
+            case PublishModel():
+                await self.publish_model()
+            case SaveCheckpoint():
+                await self._save_checkpoint()
+            case CrashPoint(point, round_):
+                if crash_hook is not None:
+                    await self._flush_publishes()  # "after X" means X is out
+                    crash_hook(point, round_)
+            case SendTasks():
+                return await self._send_tasks(command)
+            case Drain(until, deadline):
+                return await self._drain(until, deadline)
+            case PrepareRows(rows):
+                if self._stack is None:
+                    self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
+                elif self._stack.capacity < rows:
+                    self._stack.grow(rows)
+                self._stack.reset()  # rows of earlier rounds may not be aggregated by mistake
+            case Aggregate(rows, weights):
+                return await self._aggregate(rows, weights)
+            case EvaluateOnServer():
+                assert self.server_eval is not None
+                tensors = self.layout.unflatten(self.global_flat)
+                return await asyncio.to_thread(self.server_eval.evaluate, tensors)
+        return None
+
+    # -- publishing ------------------------------------------------------------------------
     def _publish_soon(
         self,
         topic: str,
@@ -225,12 +240,11 @@ class JobRunner:
     ) -> asyncio.Task[None]:
         """Publish (QoS 1) without waiting here for the broker's acknowledgement.
 
-        Events, status and the new model are for watchers and agents, not for the round
-        loop's next step: waiting out each PUBACK put four or five broker round trips
-        (several ms each with ten agent processes on two cores) between one round's last
-        update and the next round's tasks. Publishes still leave in the order they are
-        made (one connection, tasks run first in, first out); the job waits for all of
-        them before it ends.
+        Events, status and the new model are for watchers and agents, not for the round's
+        next step: waiting out each PUBACK put four or five broker round trips between one
+        round's last update and the next round's tasks. Publishes still leave in the order
+        they are made (one connection, tasks run first in, first out); the job waits for
+        all of them before it ends.
         """
         task = asyncio.ensure_future(self._publish(topic, payload, 1, retain, chunk_topic))
         self._in_flight.add(task)
@@ -245,16 +259,17 @@ class JobRunner:
         self._publish_soon(self.topics.job_events(self.job), payload, False)
 
     async def publish_status(self, state: str = "running") -> None:
+        flow = self.flow
         status = JobStatus(
             job=self.job,
             state=state,  # type: ignore[arg-type]
-            round=self.completed_rounds,
+            round=flow.completed_rounds,
             rounds=self.config.rounds,
-            phase=self.phase.value,
-            model_version=self.model_version,
-            last_accuracy=self.last_accuracy,
-            last_loss=self.last_loss,
-            virtual_time=self.virtual_time,
+            phase=flow.phase.value,
+            model_version=flow.model_version,
+            last_accuracy=flow.last_accuracy,
+            last_loss=flow.last_loss,
+            virtual_time=flow.virtual_time,
             rejected=dict(self.engine.rejected),
             late=self.engine.late,
             ts=time.time(),
@@ -264,8 +279,8 @@ class JobRunner:
     async def publish_model(self) -> None:
         meta = ModelMeta(
             job=self.job,
-            version=self.model_version,
-            round=self.completed_rounds,
+            version=self.flow.model_version,
+            round=self.flow.completed_rounds,
             names=self.layout.names,
             run_epoch=self.run_epoch,
         )
@@ -282,11 +297,9 @@ class JobRunner:
         else:
             payload = encode_envelope(meta, tensors, into=self._model_buffer)
         self._model_buffer = bytearray()
+        chunk_topic = lambda index: self.topics.job_model_chunk(self.job, index)  # noqa: E731
         self._model_sending = self._publish_soon(
-            self.topics.job_model(self.job),
-            payload,
-            True,
-            lambda index: self.topics.job_model_chunk(self.job, index),
+            self.topics.job_model(self.job), payload, True, chunk_topic
         )
 
         def reuse(sent: asyncio.Task[None]) -> None:
@@ -301,23 +314,46 @@ class JobRunner:
             await self.publish_model()
             await self.publish_status()
 
-    def _set_phase(self, phase: JobPhase) -> None:
-        self.phase = advance(self.phase, phase)
+    async def _send_tasks(self, command: SendTasks) -> dict[str, Assignment]:
+        """Publish one task per agent; ``wait``: until the broker acknowledged them all."""
+        assignments: dict[str, Assignment] = {}
+        payloads: list[tuple[str, bytearray]] = []
+        version, round_ = self.flow.model_version, command.round
+        deadline = time.time() + command.timeout
+        for agent in command.agents:
+            task = Task(
+                job=self.job,
+                round=round_,
+                task_id=uuid.uuid4().hex[:16],
+                kind=command.kind,  # type: ignore[arg-type]
+                model_version=version,
+                config=command.configs[agent],
+                deadline=deadline,
+                virtual_start=self.flow.virtual_time,
+                issued_at=time.time(),
+                validate_first=command.validate_first.get(agent),
+                run_epoch=self.run_epoch,
+            )
+            assignments[agent] = Assignment(agent, task.task_id, round_, version)
+            payloads.append((self.topics.agent_tasks(agent), encode_envelope(task)))
+        if not command.wait:
+            for topic, payload in payloads:
+                self._publish_soon(topic, payload, False)
+            return assignments
+        # All in flight at once: one PUBACK round trip for the batch, not one per agent.
+        await asyncio.gather(*(self._publish(topic, p, 1, False) for topic, p in payloads))
+        return assignments
 
-    # -- state ------------------------------------------------------------------------
-    def _initial_model(self) -> dict[str, np.ndarray]:
-        """The seed file's weights, or the model entry point's (in a worker thread: see run)."""
-        if self.config.initial_model is not None:
-            return seed_model.load(self.config.initial_model)
-        return seed_model.build(self.config.model, self.config.seed)
-
+    # -- the model and the checkpoint ------------------------------------------------------
     def _load_or_init(self) -> bool:
+        """The checkpoint's model and state (True), or the job's initial model (False)."""
         restored = checkpoint.load(self.run_dir / "checkpoint")
         if restored is None:
-            tensors = self._initial_model()
-            self.layout = ParamLayout.from_tensors(tensors)
-            self.global_flat = self.layout.flatten(tensors)
-            self.plan.num_params = self.layout.num_params
+            if self.config.initial_model is not None:
+                tensors = seed_model.load(self.config.initial_model)
+            else:
+                tensors = seed_model.build(self.config.model, self.config.seed)
+            self._take_model(tensors)
             return False
         raw, tensors = restored
         try:
@@ -328,20 +364,22 @@ class JobRunner:
             raise RuntimeError(
                 f"{self.run_dir}: checkpoint belongs to job {state.job!r}, not {self.job!r}"
             )
+        self._take_model(tensors)
+        flow = self.flow
+        flow.completed_rounds, flow.model_version = state.completed_rounds, state.model_version
+        flow.history = list(state.history)
+        self.engine.rejected = Counter(state.rejected)
+        flow.virtual_time = state.virtual_time
+        flow.last_accuracy, flow.last_loss = state.last_accuracy, state.last_loss
+        flow.plan.registered = set(state.registered)
+        flow.selector = type(flow.selector).from_state(state.selector)
+        flow.rng.setstate(_tuple_state(state.rng))
+        return True
+
+    def _take_model(self, tensors: dict[str, np.ndarray]) -> None:
         self.layout = ParamLayout.from_tensors(tensors)
         self.global_flat = self.layout.flatten(tensors)
-        self.plan.num_params = self.layout.num_params
-        self.completed_rounds = state.completed_rounds
-        self.model_version = state.model_version
-        self.history = list(state.history)
-        self.engine.rejected = Counter(state.rejected)
-        self.virtual_time = state.virtual_time
-        self.last_accuracy = state.last_accuracy
-        self.last_loss = state.last_loss
-        self.plan.registered = set(state.registered)
-        self.selector = type(self.selector).from_state(state.selector)
-        self._rng.setstate(_tuple_state(state.rng))
-        return True
+        self.flow.plan.num_params = self.layout.num_params
 
     async def _save_checkpoint(self) -> None:
         """A large model's file in a worker thread (tens of ms for 44 MB); a small one inline.
@@ -356,533 +394,89 @@ class JobRunner:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
+        flow = self.flow
         state = CheckpointState(
             job=self.job,
-            completed_rounds=self.completed_rounds,
-            model_version=self.model_version,
-            history=self.history,
+            completed_rounds=flow.completed_rounds,
+            model_version=flow.model_version,
+            history=flow.history,
             rejected=dict(self.engine.rejected),
-            virtual_time=self.virtual_time,
-            last_accuracy=self.last_accuracy,
-            last_loss=self.last_loss,
-            registered=sorted(self.plan.registered),
-            selector=self.selector.state(),
-            rng=_list_state(self._rng.getstate()),
+            virtual_time=flow.virtual_time,
+            last_accuracy=flow.last_accuracy,
+            last_loss=flow.last_loss,
+            registered=sorted(flow.plan.registered),
+            selector=flow.selector.state(),
+            rng=_list_state(flow.rng.getstate()),
         ).model_dump(exclude={"model_file"})
         checkpoint.save(
             self.run_dir / "checkpoint",
-            self.model_version,
+            flow.model_version,
             self.layout.unflatten(self.global_flat),
             state,
         )
 
     async def _reemit_missing_round_ends(self) -> None:
         """A crash between checkpoint and ROUND_END leaves the event unwritten: write it now."""
-        logged = {
-            e["round"]
-            for e in read_events(self.events.path)
-            if e["event"] in ("ROUND_END", "ROUND_FAILED")
-        }
-        for entry in self.history:
+        ends = ("ROUND_END", "ROUND_FAILED")
+        logged = {e["round"] for e in read_events(self.events.path) if e["event"] in ends}
+        for entry in self.flow.history:
             if entry["round"] not in logged:
                 name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
-                await self.events.emit(name, entry["round"], entry, virtual_time=self.virtual_time)
-
-    # -- the job ----------------------------------------------------------------------
-    async def run(self) -> bool:
-        """Run the job to its end; True when every round ran (failed rounds included)."""
-        resumed = await asyncio.to_thread(self._load_or_init)
-        self._set_phase(JobPhase.WAITING_FOR_AGENTS)
-        if resumed:
-            await self._reemit_missing_round_ends()
-            await self.events.emit(
-                EventName.JOB_RESUMED, self.completed_rounds, {"model_version": self.model_version}
-            )
-        else:
-            await self.events.emit(
-                EventName.JOB_BEGIN,
-                0,
-                {
-                    "config": self.config.model_dump(mode="json"),
-                    "num_params": self.layout.num_params,
-                },
-            )
-            await self._save_checkpoint()  # write-ahead: the model is durable before it is out
-        await self.publish_model()
-        await self.publish_status()
-        try:
-            if not await self._wait_for_agents():
-                self._set_phase(JobPhase.FAILED)
                 await self.events.emit(
-                    EventName.JOB_FAILED, self.completed_rounds, {"reason": "no agents"}
+                    name, entry["round"], entry, virtual_time=self.flow.virtual_time
                 )
-                await self.publish_status("failed")
-                await self._flush_publishes()
-                return False
-            while self.completed_rounds < self.config.rounds:
-                await self._round(self.completed_rounds + 1)
-            await self._finish_validation()
-            self._set_phase(JobPhase.FINISHED)
-            await self.events.emit(
-                EventName.JOB_END,
-                self.completed_rounds,
-                {
-                    "accuracy": self.last_accuracy,
-                    "loss": self.last_loss,
-                    "rejected": dict(self.engine.rejected),
-                },
-                virtual_time=self.virtual_time,
-            )
-            await self.publish_status("finished")
-            await self._flush_publishes()
-            return True
-        finally:
-            self.events.close()
 
-    async def _wait_for_agents(self) -> bool:
-        await self._ask_validation([])  # an outstanding validation is not held back meanwhile
-        needed = self.config.agents_needed
-        deadline = time.monotonic() + self.config.agent_wait_timeout
-        while len(self.registry.online()) < needed and time.monotonic() < deadline:
-            await self._drain(None, until=min(deadline, time.monotonic() + 0.2))
-        online = self.registry.online()
-        await self.events.emit(
-            EventName.AGENTS_READY, self.completed_rounds, {"online": len(online)}
-        )
-        return len(online) >= self.config.clients_required
-
-    def _now(self) -> float:
-        return self.virtual_time if self.virtual_time is not None else time.time()
-
-    def _train_config(self, local_steps: int | None = None, keep_frac: float = 1.0) -> TrainConfig:
-        return self.plan.train_config(self.selector.t_budget, local_steps, keep_frac)
-
-    async def _send_tasks(
-        self,
-        round_: int,
-        kind: str,
-        agents: list[str],
-        configs: dict[str, TrainConfig],
-        timeout: float,
-        *,
-        wait: bool = True,
-        validate_first: dict[str, ValidateRequest] | None = None,
-    ) -> dict[str, Assignment]:
-        """Publish one task per agent; ``wait``: until the broker acknowledged them all."""
-        assignments: dict[str, Assignment] = {}
-        payloads: list[tuple[str, bytearray]] = []
-        deadline = time.time() + timeout
-        requests = validate_first or {}
-        for agent in agents:
-            task = Task(
-                job=self.job,
-                round=round_,
-                task_id=uuid.uuid4().hex[:16],
-                kind=kind,  # type: ignore[arg-type]
-                model_version=self.model_version,
-                config=configs[agent],
-                deadline=deadline,
-                virtual_start=self.virtual_time,
-                issued_at=time.time(),
-                validate_first=requests.get(agent),
-                run_epoch=self.run_epoch,
-            )
-            assignments[agent] = Assignment(agent, task.task_id, round_, self.model_version)
-            payloads.append((self.topics.agent_tasks(agent), encode_envelope(task)))
-        if not wait:
-            for topic, payload in payloads:
-                self._publish_soon(topic, payload, False)
-            return assignments
-        # All in flight at once: one PUBACK round trip for the batch, not one per agent.
-        await asyncio.gather(*(self._publish(topic, p, 1, False) for topic, p in payloads))
-        return assignments
-
-    async def _round(self, round_: int) -> None:
-        started = time.monotonic()
-        if (
-            len(self.plan.eligible(self.registry.online(), self.virtual_time))
-            < self.config.clients_required
-        ):
-            if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
-                self._set_phase(JobPhase.WAITING_FOR_AGENTS)
-            await self._wait_for_agents()
-            if self.virtual_time is not None:
-                self.virtual_time = self.plan.skip_to_enough_active(
-                    self.registry.online(), self.virtual_time
-                )
-        self._set_phase(JobPhase.TRAINING)
-        online = self.plan.eligible(self.registry.online(), self.virtual_time)
-        if len(online) < self.config.clients_required:
-            await self._fail_early(
-                round_, [], f"only {len(online)} of {self.config.clients_required} agents online"
-            )
-            return
-        t0 = time.perf_counter()
-        self._ingest_seconds = 0.0
-        self.plan.register_new_agents(self.selector, online, self._now())
-        selection = self.selector.select_participants(
-            self.config.dispatch_count, self._now(), online
-        )
-        selected = list(selection.clients)
-        plan = self.plan.virtual_plan(
-            round_, selected, dict.fromkeys(selected, self._train_config()), self.virtual_time
-        )
-        dispatched = plan.dispatched if plan is not None else selected
-        if not dispatched:
-            await self._fail_early(round_, selected, "no candidate stays active through the round")
-            return
-        # Per-client overrides (PyramidFL) plan the round of the agents that will train:
-        # on the virtual clock the K kept of the over-committed sample, whose ranks and
-        # idle time are relative to each other, not to clients that were never sent.
-        overrides = self.selector.plan_overrides(dispatched, self.config.local_steps)
-        configs = {
-            a: self._train_config(
-                overrides[a].local_steps if a in overrides else None,
-                1.0 - overrides[a].dropout_frac if a in overrides else 1.0,
-            )
-            for a in dispatched
-        }
-        if overrides and plan is not None:
-            assert self.virtual_time is not None
-            plan = self.plan.replan(round_, plan, configs, self.virtual_time)
-        begin: dict[str, Any] = {
-            "selected": selected,
-            "dispatched": dispatched,
-            "online": len(online),
-            "selector": selection.info,
-            "t_budget": self.selector.t_budget,
-        }
-        if overrides:
-            begin["overrides"] = {
-                a: {"dropout_frac": o.dropout_frac, "local_steps": o.local_steps}
-                for a, o in overrides.items()
-            }
-        if plan is not None:
-            begin["estimates"] = plan.durations
-            begin["inactive"] = plan.inactive
-        await self.events.emit(EventName.ROUND_BEGIN, round_, begin, virtual_time=self.virtual_time)
-        await self.publish_status()  # phase "training" (not awaited: queued behind the event)
-        t1 = time.perf_counter()
-        # Virtual clock: everyone dispatched must answer (arrival order means nothing);
-        # wall clock: the first K successful arrivals are the K fastest.
-        target = len(dispatched) if self.virtual_time is not None else self.config.target_updates
-        # Waiting for every update anyway, the validations may ride in them: two messages
-        # fewer per agent. Keeping the K fastest, a straggler's would hold up the results.
-        requests = await self._ask_validation(dispatched, in_update=target >= len(dispatched))
-        assignments = await self._send_tasks(
-            round_,
-            "train",
-            dispatched,
-            configs,
-            self.config.round_timeout,
-            validate_first=requests,
-        )
-        t2 = time.perf_counter()
-        await self._crash_point("tasks_published", round_)
-        self._stack_for(len(dispatched))
-        self.engine.open_round(
-            round_,
-            assignments,
-            target=target,
-            required=self.config.clients_required,
-            deadline=time.monotonic() + self.config.round_timeout,
-            folded={a: r.in_update for a, r in requests.items()},
-        )
-        await self._drain(lambda: self.engine.round_phase is not RoundPhase.COLLECTING)
-        closed = self.engine.close_round()
-        self.engine.end_round(time.monotonic())
-        replies, failures = closed.replies, closed.failures
-        kept, durations, virtual_duration = self.plan.choose_kept(
-            closed, plan, started, self.virtual_time, self.selector.t_budget
-        )
-        ok = closed.phase is Phase.COMPLETE and len(kept) >= self.config.clients_required
-        reason = (
-            closed.reason
-            if ok or closed.phase is Phase.FAILED
-            else (f"{len(kept)} of {self.config.clients_required} required updates were on time")
-        )
-        report = RoundReport(
-            round=round_,
-            ok=ok,
-            reason=reason,
-            selected=selected,
-            kept=kept if ok else [],
-            stragglers=[],
-            duration=0.0,
-            virtual_duration=virtual_duration,
-        )
-        report.extra["failed"] = sorted(failures)
-        report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
-        report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
-        report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}
-        report.extra["upload_bytes_all"] = sum(r.nbytes for r in replies.values())
-        t3 = time.perf_counter()
-        if ok:
-            await self._aggregate(round_, report, replies, durations)
-        t4 = time.perf_counter()
-        report.stragglers = [a for a in selected if a not in report.kept]
-        if report.stragglers:
-            self.selector.register_stragglers(
-                report.stragglers,
-                {a: durations.get(a, self.config.round_timeout) for a in report.stragglers},
-                round_,
-            )
-        report.duration = time.monotonic() - started
-        if self.virtual_time is not None:
-            self.virtual_time += virtual_duration or 0.0
-        validate = report.ok and self._eval_due(round_)
-        if validate and self.server_eval is not None:
-            await self._evaluate_on_server(report)  # the new model, on the coordinator
-            validate = False
-        self.completed_rounds = round_
-        # Where the coordinator's own time went (training and waiting excluded).
-        timing = {
-            "select_s": t1 - t0,
-            "dispatch_s": t2 - t1,
-            "ingest_s": self._ingest_seconds,
-            "aggregate_s": t4 - t3,
-        }
-        report.extra["timing"] = timing
-        entry = report.as_dict()
-        timing = entry["timing"]  # the entry's own copy: the checkpoint's time goes in it
-        self.history.append(entry)
-        await self._crash_point("aggregated", round_)
-        # Write-ahead: the state that produced the new model is durable before any agent
-        # can see the model (or a task for it). A crash after this line resumes at this
-        # round's end; before it, the round runs again from the previous checkpoint.
-        t5 = time.perf_counter()
-        await self._save_checkpoint()
-        timing["checkpoint_s"] = time.perf_counter() - t5
-        timing["overhead_s"] = sum(timing.values())
-        await self._crash_point("checkpointed", round_)
-        if report.ok:
-            await self.publish_model()
-            await self._crash_point("model_published", round_)
-        # The last round's validation ran alongside this round's training: it ends first,
-        # so ROUND_END events stay in round order.
-        await self._finish_validation()
-        deferred = False
-        if validate:
-            deferred = self.config.eval_overlap and round_ < self.config.rounds
-            await self._start_validation(round_, entry, overlap=deferred)
-            await self._crash_point("validating", round_)
-            if not deferred:
-                await self._finish_validation(emit=False)
-                await self._save_checkpoint()  # its accuracy, before ROUND_END reports it
-        if not deferred:  # else the validation's end emits it, next round
-            await self._emit_round_end(entry, self.virtual_time)
-        await self.publish_status()
-
-    async def _crash_point(self, point: str, round_: int) -> None:
-        """A command boundary of the round: where the crash tests stop the process.
-
-        Without :data:`crash_hook` (always, outside tests) this does nothing. With it, what
-        was published so far is first flushed to the broker, so "after X" means X is out.
-        """
-        if crash_hook is None:
-            return
-        await self._flush_publishes()
-        crash_hook(point, round_)
-
-    async def _emit_round_end(self, entry: dict[str, Any], virtual_time: float | None) -> None:
-        round_ = entry["round"]
-        if entry.get("accuracy") is not None:
-            await self.events.emit(
-                EventName.TEST_RESULT,
-                round_,
-                {"accuracy": entry["accuracy"], "loss": entry["loss"]},
-                virtual_time=virtual_time,
-            )
-        name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
-        await self.events.emit(name, round_, checked_entry(entry), virtual_time=virtual_time)
-
-    async def _fail_early(self, round_: int, selected: list[str], reason: str) -> None:
-        """A round that could not dispatch anyone: it fails without waiting for anything.
-
-        On the virtual clock the round still costs its budget, so the next one sees a
-        different fleet instead of the same empty one again.
-        """
-        await self._finish_validation()
-        if self.virtual_time is not None:
-            self.virtual_time += self.selector.t_budget or self.config.t_budget
-        report = RoundReport(round_, False, reason, selected, [], list(selected), 0.0)
-        report.extra.update(failed=[], durations={}, update_bytes={})
-        self.completed_rounds = round_
-        entry = report.as_dict()
-        self.history.append(entry)
-        await self._save_checkpoint()
-        await self._emit_round_end(entry, self.virtual_time)
-        await self.publish_status()
-
-    async def _aggregate(
-        self,
-        round_: int,
-        report: RoundReport,
-        replies: dict[str, Reply],
-        durations: dict[str, float],
-    ) -> None:
-        kept = report.kept
-        report.upload_bytes = sum(replies[a].nbytes for a in kept)
-        rows = [replies[a].row for a in kept]
-        weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
+    async def _aggregate(self, rows: list[int], weights: list[float]) -> bool:
+        """Aggregate the kept rows into a new model; False (model kept) if it overflows."""
         if self._delta_buffer is None or self._delta_buffer.shape != self.global_flat.shape:
             self._delta_buffer = np.empty_like(self.global_flat)
         # Into a reused buffer: a fresh 47 MB result costs as much as the FedAvg itself.
         assert self._stack is not None
+        aggregator = self.config.aggregator
         delta = await asyncio.to_thread(
             aggregate,
-            self.config.aggregator.name,
+            aggregator.name,
             self._stack,
             rows,
             weights,
             out=self._delta_buffer,
-            **self.config.aggregator.knobs,
+            **aggregator.knobs,
         )
-        if self.config.aggregator.server_lr != 1.0:
-            delta *= np.float32(self.config.aggregator.server_lr)
+        if aggregator.server_lr != 1.0:
+            delta *= np.float32(aggregator.server_lr)
         # Every update was checked finite, but the new model can still overflow: build it
         # in the delta buffer and take it only if finite (one more pass over P); the old
         # model's buffer becomes the next round's delta buffer.
         candidate = await asyncio.to_thread(_add_if_finite, self.global_flat, delta)
         if candidate is None:
-            report.ok, report.reason = False, "the aggregated model is not finite (overflow)"
-            report.kept = []
-            return
+            return False
         self.global_flat, self._delta_buffer = candidate, self.global_flat
-        self.model_version += 1
-        report.train_loss = float(np.average([replies[a].meta.loss for a in kept], weights=weights))
-        report.extra["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
-        report.extra["steps"] = {a: replies[a].meta.steps for a in kept}
-        for agent in kept:
-            meta = replies[agent].meta
-            self.selector.register_feedback(
-                agent,
-                meta.utility,
-                round_,
-                durations[agent],
-                True,
-                gradient_utility=meta.grad_norm
-                * min(meta.num_examples, max(meta.steps, 1) * self.config.batch_size)
-                / 100.0,
-                num_samples=float(meta.num_examples),
-            )
+        return True
 
-    def _eval_due(self, round_: int) -> bool:
-        interval = self.config.eval_interval
-        return interval > 0 and (round_ % interval == 0 or round_ == self.config.rounds)
+    # -- the inbox -------------------------------------------------------------------------
+    async def _drain(self, until: Until, deadline: float | None = None) -> float:
+        """Feed inbox items to the engine until ``until``; the seconds spent handling them.
 
-    def _stack_for(self, rows: int) -> UpdateStack:
-        if self._stack is None:
-            self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
-        elif self._stack.capacity < rows:
-            self._stack.grow(rows)
-        self._stack.reset()  # rows of earlier rounds may not be aggregated by mistake
-        return self._stack
-
-    async def _evaluate_on_server(self, report: RoundReport) -> None:
-        assert self.server_eval is not None
-        tensors = self.layout.unflatten(self.global_flat)
-        loss, accuracy, count = await asyncio.to_thread(self.server_eval.evaluate, tensors)
-        report.accuracy, report.loss = accuracy, loss
-        report.extra["eval_examples"] = count
-        self.last_accuracy, self.last_loss = accuracy, loss
-
-    async def _start_validation(self, round_: int, entry: dict[str, Any], *, overlap: bool) -> None:
-        """Validate the model just published; results are taken as they come.
-
-        ``overlap``: the next round follows at once, and its train tasks carry the requests
-        of the agents it trains (:meth:`_ask_validation`); otherwise everyone is asked now.
+        Deadlines are the engine's: when one passes, it gets a TimerFired input. Waiting
+        for agents (AGENT_JOINED), an agent that joined or ``deadline`` ends the wait.
         """
-        self._set_phase(JobPhase.VALIDATING)
-        online = self.registry.online()
-        agents = (
-            online
-            if len(online) <= self.config.eval_max_clients
-            else sorted(self._rng.sample(online, self.config.eval_max_clients))
-        )
-        self.engine.open_validation(round_, agents, self.config.eval_timeout)
-        self._pending_entry = _PendingEntry(entry, self.virtual_time)
-        if not overlap:
-            await self._ask_validation([])
-
-    async def _ask_validation(
-        self, training: list[str], *, in_update: bool = False
-    ) -> dict[str, ValidateRequest]:
-        """Ask the outstanding validation's agents: ``training`` ones in their train task.
-
-        Returns the requests to fold into those train tasks (answered inside the update
-        with ``in_update``); everyone else gets a validate task now. The validated model is
-        the one the train tasks start from (same version).
-        """
-        unasked = self.engine.unasked
-        round_ = self.engine.validation_round
-        if not unasked or round_ is None:
-            return {}
-        trained = set(training)
-        alone = [a for a in unasked if a not in trained]
-        requests: dict[str, ValidateRequest] = {}
-        asked: dict[str, Assignment] = {}
-        for agent in (a for a in unasked if a in trained):
-            request = ValidateRequest(
-                task_id=uuid.uuid4().hex[:16], round=round_, in_update=in_update
-            )
-            requests[agent] = request
-            asked[agent] = Assignment(agent, request.task_id, round_, self.model_version)
-        if alone:
-            # Not waiting for the broker's acknowledgements: with 50 agents waking up on two
-            # cores they took ~100 ms, all of it between this round and the next.
-            config = self._train_config()
-            asked.update(
-                await self._send_tasks(
-                    round_,
-                    "validate",
-                    alone,
-                    dict.fromkeys(alone, config),
-                    self.config.eval_timeout,
-                    wait=False,
-                )
-            )
-        self.engine.ask(asked, time.monotonic(), requests if in_update else ())
-        return requests
-
-    async def _finish_validation(self, *, emit: bool = True) -> None:
-        """Wait for the outstanding validation to close, record it and end its round."""
-        if self.engine.validation_phase is ValidationPhase.NONE:
-            return
-        await self._ask_validation([])  # no next round took the requests along
-        await self._drain(lambda: self.engine.validation_phase is not ValidationPhase.OPEN)
-        closed = self.engine.finish_validation()
-        pending, self._pending_entry = self._pending_entry, None
-        assert pending is not None
-        answered = [r for r in closed.results.values() if r.num_examples > 0]
-        entry = pending.entry
-        if answered:
-            weights = [r.num_examples for r in answered]
-            entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
-            entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
-            entry["eval_agents"] = len(answered)
-            self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
-        if emit:
-            await self._emit_round_end(entry, pending.virtual_time)
-
-    # -- the inbox --------------------------------------------------------------------
-    async def _drain(self, done: Callable[[], bool] | None, until: float | None = None) -> None:
-        """Feed inbox items to the engine until ``done()`` or, without it, until ``until``.
-
-        Deadlines are the engine's: when one passes, it gets a TimerFired input. Without
-        ``done`` (waiting for agents) an agent that joined ends the wait at once.
-        """
+        spent = 0.0
         while True:
             now = time.monotonic()
-            deadline = self.engine.next_deadline()
-            if deadline is not None and now >= deadline:
+            due = self.engine.next_deadline()
+            if due is not None and now >= due:
                 self.engine.timer_fired(TimerFired(now))
                 continue
-            if done is not None and done():
-                return
-            if done is None and (until is None or now >= until):
-                return
-            limit = min(t for t in (deadline, until, now + 1.0) if t is not None)
+            if until is Until.ROUND_CLOSED and self.engine.round_phase is not RoundPhase.COLLECTING:
+                return spent
+            if (
+                until is Until.VALIDATION_CLOSED
+                and self.engine.validation_phase is not ValidationPhase.OPEN
+            ):
+                return spent
+            if until is Until.AGENT_JOINED and (deadline is None or now >= deadline):
+                return spent
+            limit = min(t for t in (due, deadline, now + 1.0) if t is not None)
             # What is queued already is taken at once; otherwise wait for the next item
             # under a timeout (wait_for would wrap every get in a task of its own).
             try:
@@ -894,14 +488,15 @@ class JobRunner:
                 except TimeoutError:
                     continue
             if item.kind == "joined":
-                if done is None:
-                    return  # _wait_for_agents counts the online agents again
+                if until is Until.AGENT_JOINED:
+                    return spent  # the flow counts the online agents again
                 continue
             if item.kind == "lost":
                 verdict = self.engine.agent_lost(AgentLost(item.agent, time.monotonic()))
                 if verdict.lost_from_round:
+                    data = {"agent": item.agent}
                     await self.events.emit(
-                        EventName.AGENT_LOST, self.completed_rounds + 1, {"agent": item.agent}
+                        EventName.AGENT_LOST, self.flow.completed_rounds + 1, data
                     )
                 continue
             began = time.perf_counter()
@@ -917,14 +512,14 @@ class JobRunner:
                 self.engine.rejected[exc.reason] += 1
                 self._log_verdict(Refused(item.agent, exc.reason, exc.detail))
             finally:
-                self._ingest_seconds += time.perf_counter() - began
+                spent += time.perf_counter() - began
 
     def _log_verdict(self, verdict: object) -> None:
         if isinstance(verdict, Refused):
             log.warning(
                 "job %s round %d: rejected reply from %s: %s: %s",
                 self.job,
-                self.completed_rounds + 1,
+                self.flow.completed_rounds + 1,
                 verdict.agent,
                 verdict.reason,
                 verdict.detail,

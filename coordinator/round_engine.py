@@ -504,5 +504,10 @@ class RoundEngine:
         return self.round_phase is RoundPhase.COLLECTING
 
     @property
+    def has_validation(self) -> bool:
+        """A validation is outstanding (open, or closed and not finished yet)."""
+        return self.validation_phase is not ValidationPhase.NONE
+
+    @property
     def validating(self) -> bool:
         return self.validation_phase is ValidationPhase.OPEN

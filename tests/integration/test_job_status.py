@@ -44,6 +44,7 @@ async def test_the_job_status_shows_each_phase_of_a_round(
                 await reading
     # Assert: training shown in each round, then the end.
     assert results == {"itest": True}
-    training = [s.round for s in seen if s.phase == "training"]
-    assert training == [0, 1]  # rounds completed when round 1 and round 2 began
+    # (A status may come twice: the service republishes it when its connection is up.)
+    training = sorted({s.round for s in seen if s.phase == "training"})
+    assert training == [0, 1], [(s.phase, s.round, s.state) for s in seen]
     assert seen[0].phase == "waiting_for_agents" and seen[-1].phase == "finished"

@@ -1,25 +1,19 @@
 """One job's asyncio adapter: it carries out what the job's flow asks, and feeds it replies.
 
-The round itself is :mod:`coordinator.round_flow` (the sequence, as commands),
-:mod:`coordinator.round_engine` (the replies) and :mod:`coordinator.round_plan` (the
-decisions); none of them awaits, reads the clock or touches MQTT. This module does: it
-publishes through the service (which owns the one connection), reads agent replies from
-its inbox (fed by the service's receive loop), holds the model and its buffers, writes
-the checkpoint, and runs heavy numpy work (large updates, aggregation) in a worker thread
-so keep-alives keep flowing. The runner owns everything per job, so the service can hold
-several.
+The round is :mod:`coordinator.round_flow` (the sequence), :mod:`coordinator.round_engine`
+(the replies) and :mod:`coordinator.round_plan` (the decisions): none awaits, reads the
+clock or touches MQTT. This module does: it publishes through the service (one connection
+for all jobs), drains its :mod:`~coordinator.reply_inbox`, holds the model and its
+buffers, writes the checkpoint, and runs heavy numpy work in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,11 +21,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from client_selectors import ClientSelector, make_selector
-from coordinator import checkpoint, seed_model
-from coordinator.aggregation import UpdateStack, aggregate
+from coordinator import checkpoint, model_step, seed_model
+from coordinator.aggregation import UpdateStack
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
+from coordinator.reply_inbox import INLINE_DECODE_BYTES, Inbound, ReplyInbox
 from coordinator.round_commands import (
     Aggregate,
     Clock,
@@ -47,50 +42,25 @@ from coordinator.round_commands import (
     ReadOnline,
     SaveCheckpoint,
     SendTasks,
-    Until,
 )
 from coordinator.round_flow import CRASH_POINTS, Flow, JobFlow
 from coordinator.round_plan import RoundPlanner
 from coordinator.round_record import CheckpointState
 from coordinator.round_state import JobPhase
-from coordinator.round_table import RoundPhase, ValidationPhase
-from coordinator.round_verdicts import AgentLost, Late, Refused, TimerFired, WriteRow
 from coordinator.server_eval import ServerEvaluator
-from coordinator.update_check import (
-    Assignment,
-    Rejected,
-    decode_result,
-    decode_update,
-    write_update,
-)
+from coordinator.update_check import Assignment
 from fedbus.fleet import load_fleet
 from fedbus.fleet.trace import dynamic_windows
-from fedbus.protocol import chunking
-from fedbus.protocol.errors import InvalidMessage
 from fedbus.protocol.messages import JobStatus, ModelMeta, Task, encode_envelope, encode_json
 from fedbus.protocol.params import ParamLayout
 from fedbus.protocol.topics import Topics
 
 __all__ = ["CRASH_POINTS", "Inbound", "JobRunner", "Publish", "crash_hook"]
 
-log = logging.getLogger(__name__)
-
-# Updates larger than this are decoded in a worker thread, smaller ones inline.
-INLINE_DECODE_BYTES = 1 << 20
 
 crash_hook: Callable[[str, int], None] | None = None
 """Test seam: called as ``crash_hook(point, round)`` at each of :data:`CRASH_POINTS`; a
 crash test sets it (in a forked coordinator) to ``os._exit`` at one of them."""
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """A reply routed to this job by the service, or word that an agent went offline."""
-
-    kind: str  # "update" | "result" | "lost" | "joined"
-    agent: str
-    payload: bytes | bytearray | memoryview = b""
-    received: float = 0.0
 
 
 class Publish(Protocol):
@@ -122,14 +92,12 @@ class JobRunner:
         self._publish = publish
         self.registry = registry
         self.run_dir = run_dir
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self.events = EventLog(run_dir / "events.jsonl", self.job, self._publish_event)
         seed = config.selector.seed if config.selector.seed is not None else config.seed
         selector = make_selector(config.selector.name, config.selector_knobs, seed)
         fleet = load_fleet(config.fleet) if config.fleet else None
         if fleet is not None and hasattr(selector, "set_dynamic_source"):
             selector.set_dynamic_source(lambda cid, t: dynamic_windows(fleet.by_id(cid), t))
-        # P is known once the model is loaded (_load_or_init sets it).
         self.flow = JobFlow(config, selector, RoundPlanner(config, fleet, 0, registry.profile))
         self.engine = self.flow.engine
         self.server_eval = (
@@ -142,11 +110,13 @@ class JobRunner:
         self._model_sending: asyncio.Task[None] | None = None
         self._model_buffer = bytearray()
         self._delta_buffer: np.ndarray | None = None
-        # Chunked updates: at most two in-flight rounds' worth of unfinished transfers.
-        self._chunks = chunking.Reassembler(
-            max_bytes=config.max_update_bytes,
+        self._replies = ReplyInbox(
+            self.job,
+            self.engine,
+            max_update_bytes=config.max_update_bytes,
             max_pending_bytes=2 * config.dispatch_count * config.max_update_bytes,
-            timeout=config.round_timeout,
+            chunk_timeout=config.round_timeout,
+            agent_lost=self._emit_agent_lost,
         )
         # This run's identity, new at every start (a resume too): an agent holding an older
         # run's retained model of the same or a newer version waits for this run's.
@@ -155,8 +125,21 @@ class JobRunner:
         self.global_flat: np.ndarray
 
     @property
-    def selector(self) -> ClientSelector:
+    def selector(self) -> ClientSelector[Any]:
         return self.flow.selector
+
+    @property
+    def inbox(self) -> asyncio.Queue[Inbound]:
+        """Where the service puts this job's replies (a bench may swap in its own queue)."""
+        return self._replies.queue
+
+    @inbox.setter
+    def inbox(self, queue: asyncio.Queue[Inbound]) -> None:
+        self._replies.queue = queue
+
+    async def _emit_agent_lost(self, agent: str) -> None:
+        round_ = self.flow.completed_rounds + 1
+        await self.events.emit(EventName.AGENT_LOST, round_, {"agent": agent})
 
     # -- the job ---------------------------------------------------------------------------
     async def run(self) -> bool:
@@ -215,7 +198,7 @@ class JobRunner:
             case SendTasks():
                 return await self._send_tasks(command)
             case Drain(until, deadline):
-                return await self._drain(until, deadline)
+                return await self._replies.drain(until, deadline, self._stack, self.layout)
             case PrepareRows(rows):
                 if self._stack is None:
                     self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
@@ -238,14 +221,9 @@ class JobRunner:
         retain: bool,
         chunk_topic: Callable[[int], str] | None = None,
     ) -> asyncio.Task[None]:
-        """Publish (QoS 1) without waiting here for the broker's acknowledgement.
-
-        Events, status and the new model are for watchers and agents, not for the round's
-        next step: waiting out each PUBACK put four or five broker round trips between one
-        round's last update and the next round's tasks. Publishes still leave in the order
-        they are made (one connection, tasks run first in, first out); the job waits for
-        all of them before it ends.
-        """
+        """Publish (QoS 1) without waiting for the PUBACK: events, status and the model are
+        not the round's next step (waiting put several broker round trips between rounds).
+        They leave in order (one connection); the job waits for all of them at its end."""
         task = asyncio.ensure_future(self._publish(topic, payload, 1, retain, chunk_topic))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -365,15 +343,7 @@ class JobRunner:
                 f"{self.run_dir}: checkpoint belongs to job {state.job!r}, not {self.job!r}"
             )
         self._take_model(tensors)
-        flow = self.flow
-        flow.completed_rounds, flow.model_version = state.completed_rounds, state.model_version
-        flow.history = list(state.history)
-        self.engine.rejected = Counter(state.rejected)
-        flow.virtual_time = state.virtual_time
-        flow.last_accuracy, flow.last_loss = state.last_accuracy, state.last_loss
-        flow.plan.registered = set(state.registered)
-        flow.selector = type(flow.selector).from_state(state.selector)
-        flow.rng.setstate(_tuple_state(state.rng))
+        self.flow.restore(state)
         return True
 
     def _take_model(self, tensors: dict[str, np.ndarray]) -> None:
@@ -394,26 +364,9 @@ class JobRunner:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        flow = self.flow
-        state = CheckpointState(
-            job=self.job,
-            completed_rounds=flow.completed_rounds,
-            model_version=flow.model_version,
-            history=flow.history,
-            rejected=dict(self.engine.rejected),
-            virtual_time=flow.virtual_time,
-            last_accuracy=flow.last_accuracy,
-            last_loss=flow.last_loss,
-            registered=sorted(flow.plan.registered),
-            selector=flow.selector.state(),
-            rng=_list_state(flow.rng.getstate()),
-        ).model_dump(exclude={"model_file"})
-        checkpoint.save(
-            self.run_dir / "checkpoint",
-            flow.model_version,
-            self.layout.unflatten(self.global_flat),
-            state,
-        )
+        state = self.flow.snapshot().model_dump(exclude={"model_file"})
+        tensors = self.layout.unflatten(self.global_flat)
+        checkpoint.save(self.run_dir / "checkpoint", self.flow.model_version, tensors, state)
 
     async def _reemit_missing_round_ends(self) -> None:
         """A crash between checkpoint and ROUND_END leaves the event unwritten: write it now."""
@@ -428,152 +381,17 @@ class JobRunner:
 
     async def _aggregate(self, rows: list[int], weights: list[float]) -> bool:
         """Aggregate the kept rows into a new model; False (model kept) if it overflows."""
-        if self._delta_buffer is None or self._delta_buffer.shape != self.global_flat.shape:
-            self._delta_buffer = np.empty_like(self.global_flat)
-        # Into a reused buffer: a fresh 47 MB result costs as much as the FedAvg itself.
         assert self._stack is not None
-        aggregator = self.config.aggregator
-        delta = await asyncio.to_thread(
-            aggregate,
-            aggregator.name,
+        stepped = await asyncio.to_thread(
+            model_step.step,
+            self.global_flat,
+            self._delta_buffer,
             self._stack,
             rows,
             weights,
-            out=self._delta_buffer,
-            **aggregator.knobs,
+            self.config.aggregator,
         )
-        if aggregator.server_lr != 1.0:
-            delta *= np.float32(aggregator.server_lr)
-        # Every update was checked finite, but the new model can still overflow: build it
-        # in the delta buffer and take it only if finite (one more pass over P); the old
-        # model's buffer becomes the next round's delta buffer.
-        candidate = await asyncio.to_thread(_add_if_finite, self.global_flat, delta)
-        if candidate is None:
+        if stepped is None:
             return False
-        self.global_flat, self._delta_buffer = candidate, self.global_flat
+        self.global_flat, self._delta_buffer = stepped
         return True
-
-    # -- the inbox -------------------------------------------------------------------------
-    async def _drain(self, until: Until, deadline: float | None = None) -> float:
-        """Feed inbox items to the engine until ``until``; the seconds spent handling them.
-
-        Deadlines are the engine's: when one passes, it gets a TimerFired input. Waiting
-        for agents (AGENT_JOINED), an agent that joined or ``deadline`` ends the wait.
-        """
-        spent = 0.0
-        while True:
-            now = time.monotonic()
-            due = self.engine.next_deadline()
-            if due is not None and now >= due:
-                self.engine.timer_fired(TimerFired(now))
-                continue
-            if until is Until.ROUND_CLOSED and self.engine.round_phase is not RoundPhase.COLLECTING:
-                return spent
-            if (
-                until is Until.VALIDATION_CLOSED
-                and self.engine.validation_phase is not ValidationPhase.OPEN
-            ):
-                return spent
-            if until is Until.AGENT_JOINED and (deadline is None or now >= deadline):
-                return spent
-            limit = min(t for t in (due, deadline, now + 1.0) if t is not None)
-            # What is queued already is taken at once; otherwise wait for the next item
-            # under a timeout (wait_for would wrap every get in a task of its own).
-            try:
-                item = self.inbox.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    async with asyncio.timeout(max(0.0, limit - now)):
-                        item = await self.inbox.get()
-                except TimeoutError:
-                    continue
-            if item.kind == "joined":
-                if until is Until.AGENT_JOINED:
-                    return spent  # the flow counts the online agents again
-                continue
-            if item.kind == "lost":
-                verdict = self.engine.agent_lost(AgentLost(item.agent, time.monotonic()))
-                if verdict.lost_from_round:
-                    data = {"agent": item.agent}
-                    await self.events.emit(
-                        EventName.AGENT_LOST, self.flow.completed_rounds + 1, data
-                    )
-                continue
-            began = time.perf_counter()
-            try:
-                if item.kind == "update":
-                    await self._take_update(item)
-                elif item.kind == "result":
-                    meta = decode_result(item.payload, 1 << 20)
-                    self._log_verdict(
-                        self.engine.result_arrived(item.agent, meta, time.monotonic())
-                    )
-            except Rejected as exc:  # undecodable: the engine never saw it
-                self.engine.rejected[exc.reason] += 1
-                self._log_verdict(Refused(item.agent, exc.reason, exc.detail))
-            finally:
-                spent += time.perf_counter() - began
-
-    def _log_verdict(self, verdict: object) -> None:
-        if isinstance(verdict, Refused):
-            log.warning(
-                "job %s round %d: rejected reply from %s: %s: %s",
-                self.job,
-                self.flow.completed_rounds + 1,
-                verdict.agent,
-                verdict.reason,
-                verdict.detail,
-            )
-        elif isinstance(verdict, Late):
-            log.info("job %s: late reply from %s", self.job, verdict.agent)
-
-    async def _take_update(self, item: Inbound) -> None:
-        """Reassemble and decode an update, let the engine judge it, write an admitted one."""
-        max_bytes = self.config.max_update_bytes
-        if chunking.is_chunk(item.payload):
-            try:
-                done = self._chunks.offer_unverified(item.agent, item.payload, time.monotonic())
-                if done is None:
-                    return
-                # SHA-256 of a whole update (~30 ms for 44 MB) off the event loop.
-                whole = await asyncio.to_thread(chunking.verify, done)
-            except InvalidMessage as exc:
-                raise Rejected(exc.reason, exc.detail) from exc
-            item = Inbound(item.kind, item.agent, whole, item.received)
-        large = len(item.payload) > INLINE_DECODE_BYTES
-        if large:
-            meta, tensors = await asyncio.to_thread(decode_update, item.payload, max_bytes)
-        else:
-            meta, tensors = decode_update(item.payload, max_bytes)
-        for verdict in self.engine.update_arrived(item.agent, meta, time.monotonic()):
-            if not isinstance(verdict, WriteRow):
-                self._log_verdict(verdict)
-                continue
-            # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
-            # (and so the whole run) is then the same whatever order the bus delivers in.
-            assert self._stack is not None
-            row = self._stack.row(verdict.row)
-            try:
-                if large:
-                    await asyncio.to_thread(write_update, meta, tensors, self.layout, row)
-                else:
-                    write_update(meta, tensors, self.layout, row)
-            except Rejected as exc:
-                self._log_verdict(self.engine.row_rejected(item.agent, exc.reason, exc.detail))
-            else:
-                self.engine.row_written(item.agent, len(item.payload), time.monotonic())
-
-
-def _add_if_finite(model: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
-    """model + delta, written over ``delta``; None when the sum is not finite everywhere."""
-    np.add(model, delta, out=delta)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return delta if bool(np.isfinite(delta.sum(dtype=np.float32))) else None
-
-
-def _list_state(state: Any) -> Any:
-    return [_list_state(s) for s in state] if isinstance(state, tuple) else state
-
-
-def _tuple_state(state: Any) -> Any:
-    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state

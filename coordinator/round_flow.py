@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,7 @@ from coordinator.round_commands import (
 )
 from coordinator.round_engine import RoundEngine
 from coordinator.round_plan import RoundPlanner
-from coordinator.round_record import RoundEnd, checked_entry, round_entry
+from coordinator.round_record import CheckpointState, RoundEnd, checked_entry, round_entry
 from coordinator.round_state import JobPhase, Phase, advance
 from coordinator.round_verdicts import Reply
 from coordinator.update_check import Assignment
@@ -88,6 +89,33 @@ class JobFlow:
 
     def set_phase(self, phase: JobPhase) -> None:
         self.phase = advance(self.phase, phase)
+
+    def snapshot(self) -> CheckpointState:
+        """The state a checkpoint keeps (the model itself is the adapter's)."""
+        return CheckpointState(
+            job=self.config.name,
+            completed_rounds=self.completed_rounds,
+            model_version=self.model_version,
+            history=self.history,
+            rejected=dict(self.engine.rejected),
+            virtual_time=self.virtual_time,
+            last_accuracy=self.last_accuracy,
+            last_loss=self.last_loss,
+            registered=sorted(self.plan.registered),
+            selector=self.selector.state(),
+            rng=_list_state(self.rng.getstate()),
+        )
+
+    def restore(self, state: CheckpointState) -> None:
+        """Resume from a checkpoint's state: exactly where that round ended."""
+        self.completed_rounds, self.model_version = state.completed_rounds, state.model_version
+        self.history = list(state.history)
+        self.engine.rejected = Counter(state.rejected)
+        self.virtual_time = state.virtual_time
+        self.last_accuracy, self.last_loss = state.last_accuracy, state.last_loss
+        self.plan.registered = set(state.registered)
+        self.selector = type(self.selector).from_state(state.selector)
+        self.rng.setstate(_tuple_state(state.rng))
 
     # -- the job ---------------------------------------------------------------------------
     def run(self) -> Flow:
@@ -437,3 +465,11 @@ class JobFlow:
             self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
         if emit:
             yield from self.emit_round_end(entry, pending.virtual_time)
+
+
+def _list_state(state: Any) -> Any:
+    return [_list_state(s) for s in state] if isinstance(state, tuple) else state
+
+
+def _tuple_state(state: Any) -> Any:
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state

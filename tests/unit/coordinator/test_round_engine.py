@@ -461,7 +461,17 @@ def test_random_interleavings_never_lose_or_double_count_an_update(
 
 
 # -- the shape of the engine -------------------------------------------------------------
-ENGINE_MODULES = ["round_engine.py", "round_table.py", "round_verdicts.py", "round_state.py"]
+ENGINE_MODULES = [
+    "round_engine.py",
+    "round_table.py",
+    "round_verdicts.py",
+    "round_state.py",
+    "round_flow.py",
+    "round_commands.py",
+    "round_plan.py",
+    "round_record.py",
+    "model_step.py",
+]
 
 
 @pytest.mark.parametrize("name", ENGINE_MODULES)

@@ -49,23 +49,7 @@ from coordinator.round_verdicts import (
 from coordinator.update_check import Assignment, Rejected, check_header
 from fedbus.protocol.messages import ResultMeta, UpdateMeta
 
-__all__ = [
-    "ROUND_TABLE",
-    "VALIDATION_TABLE",
-    "AgentLost",
-    "Dropped",
-    "IllegalTransition",
-    "InputKind",
-    "Late",
-    "Refused",
-    "Reply",
-    "RoundEngine",
-    "RoundPhase",
-    "TimerFired",
-    "ValidationPhase",
-    "Verdict",
-    "WriteRow",
-]
+__all__ = ["VALIDATION_AFTER_MISS", "VALIDATION_FLOOR", "VALIDATION_SLACK", "RoundEngine"]
 
 VALIDATION_SLACK = 10.0
 """A validation is given up after this many times the agent's slowest answer so far..."""

@@ -1,4 +1,9 @@
-"""Which agents exist and which are online, from their retained status messages (pure)."""
+"""Which agents exist and which are online, from their retained status messages (pure).
+
+Statuses are applied in their ``ts`` order per agent: one older than the last applied is
+stale (a persistent session replays what was queued while the coordinator was away, after
+the retained newest) and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ class Change(enum.Enum):
     CAME_ONLINE = "came_online"
     WENT_OFFLINE = "went_offline"
     UNCHANGED = "unchanged"
+    STALE = "stale"  # older than the agent's last applied status: ignored
 
 
 @dataclass
@@ -20,6 +26,7 @@ class AgentRecord:
     online: bool
     profile: AgentProfile | None
     since: float
+    ts: float = 0.0  # the agent's own timestamp of the last status applied
 
 
 class AgentRegistry:
@@ -33,10 +40,15 @@ class AgentRegistry:
         record = self._agents.get(status.agent)
         online = status.state == "online"
         if record is None:
-            self._agents[status.agent] = AgentRecord(status.agent, online, status.profile, now)
+            self._agents[status.agent] = AgentRecord(
+                status.agent, online, status.profile, now, status.ts
+            )
             if online:
                 self._online = None
             return Change.CAME_ONLINE if online else Change.UNCHANGED
+        if status.ts < record.ts:
+            return Change.STALE
+        record.ts = status.ts
         if status.profile is not None:
             record.profile = status.profile
         if record.online == online:

@@ -36,6 +36,7 @@ from edge_agent.wall_training import train_on_wall
 from fedbus.packages import PackageRefused
 from fedbus.protocol import bus
 from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.formulas import training_seed
 from fedbus.protocol.messages import (
     AgentProfile,
     AgentStatus,
@@ -51,6 +52,12 @@ from fedbus.protocol.messages import (
 from fedbus.protocol.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
+
+# Reasons of a refusal (a ``success: false`` reply to a task that was never started).
+REFUSED_MODEL_MOVED_ON = "model_moved_on"  # a newer model (or another run's) is held
+REFUSED_MODEL_MISSING = "model_missing"  # the task's model never arrived
+# The last will's ts: this long after the session's online status (statuses apply in ts order).
+WILL_AFTER_ONLINE = 1e-3
 
 MODEL_WAIT_SECONDS = 60.0
 # Models are retained, and every (re)subscribe makes the broker send the retained ones
@@ -145,6 +152,7 @@ class EdgeAgent:
         self._fetched: dict[str, tuple[int, float, float]] = {}
         self._idle_since = -math.inf
         self._profiled: set[str] = set()  # jobs whose measurements the profile carries
+        self._session_began = 0.0  # this MQTT session's online-status stamp
         self.telemetry = (
             TelemetryPublisher(
                 identity.agent_id,
@@ -162,10 +170,11 @@ class EdgeAgent:
     def agent_id(self) -> str:
         return self.identity.agent_id
 
-    def _status(self, state: str) -> bytes:
+    def _status(self, state: str, ts: float | None = None) -> bytes:
         profile = self.profile if state == "online" else None
+        stamp = self.clock() if ts is None else ts
         return encode_json(
-            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=self.clock())  # type: ignore[arg-type]
+            AgentStatus(agent=self.agent_id, state=state, profile=profile, ts=stamp)  # type: ignore[arg-type]
         )
 
     async def run(self) -> None:
@@ -208,18 +217,24 @@ class EdgeAgent:
         )
 
     async def _session(self) -> None:
+        # The coordinator applies statuses in ts order: the last will, written now but sent
+        # when the session dies, is stamped just after this session's online status.
+        began = self._session_began = self.clock()
         client = bus.make_client(
             self.broker,
             f"agent-{self.agent_id}",
             will_topic=self.topics.agent_status(self.agent_id),
-            will_payload=self._status("offline"),
+            will_payload=self._status("offline", began + WILL_AFTER_ONLINE),
         )
         async with client:
             await client.subscribe(self.topics.agent_tasks(self.agent_id), qos=1)
             if self.subscribe_models:
                 await client.subscribe(self.topics.all_job_models(), qos=MODEL_QOS)
             await client.publish(
-                self.topics.agent_status(self.agent_id), self._status("online"), qos=1, retain=True
+                self.topics.agent_status(self.agent_id),
+                self._status("online", began),
+                qos=1,
+                retain=True,
             )
             self._link.up(client)
             try:
@@ -305,6 +320,7 @@ class EdgeAgent:
                     task.job,
                     task.model_version,
                 )
+                await self._refuse(task, REFUSED_MODEL_MISSING)
             except Exception as exc:
                 # One task's failure must not take the agent down (nor, in an emulator, the
                 # thousand agents sharing its task group): say so to the coordinator, which
@@ -368,12 +384,52 @@ class EdgeAgent:
             raise PackageRefused("this agent runs no compute packages (no package cache set up)")
         return await self.packages.ensure(sha, self._link, self.topics)
 
+    async def _refuse(self, task: Task, reason: str) -> None:
+        """Say that ``task`` cannot be done, so the coordinator stops waiting for it.
+
+        A folded validation (``validate_first``) goes with it: run on the previous model
+        when that is the version asked (the model moved on by one: the validation can still
+        be answered), else refused; inside the failed update when asked ``in_update``, else
+        as a result of its own.
+        """
+        request = task.validate_first
+        refused: ResultMeta | None = None
+        previous = self.models.held_previous(task.job, task.model_version)
+        if request is not None and previous is not None:
+            async with self.compute_lock:
+                refused = await self._validate(task, previous, request.task_id, request.round)
+        elif request is not None:
+            refused = ResultMeta(
+                job=task.job,
+                round=request.round,
+                agent=self.agent_id,
+                task_id=request.task_id,
+                model_version=task.model_version,
+                success=False,
+                reason=reason,
+            )
+        if request is not None and refused is not None and not request.in_update:
+            await self._publish(
+                self.topics.job_result(task.job, self.agent_id),
+                encode_envelope(refused),
+                request.task_id,
+            )
+            refused = None
+        await self._report_failure(task, reason, refused)
+
     async def _handle(self, task: Task) -> None:
         received = self._received.get(task.task_id, self.monotonic())
         package = await self._package(task)
-        model = await self.models.wait_for(task.job, task.model_version, MODEL_WAIT_SECONDS)
+        model = await self.models.wait_for(
+            task.job,
+            task.model_version,
+            MODEL_WAIT_SECONDS,
+            task.run_epoch,
+            previous=task.kind == "validate",
+        )
         if model is None:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
+            await self._refuse(task, REFUSED_MODEL_MOVED_ON)
             return
         received = self._round_start(task, received)
         self._task_received = received
@@ -462,7 +518,9 @@ class EdgeAgent:
         self.profile = self.profile.model_copy(update={"static": static})
         await self._link.publish(
             self.topics.agent_status(self.agent_id),
-            self._status("online"),
+            # Stamped as the session's online status, so the last will (stamped just after
+            # it) still counts as newer when this session dies.
+            self._status("online", self._session_began),
             transfer=f"{task.task_id}-status",
             chunk_size=self.broker.chunk_size,
             retain=True,
@@ -539,7 +597,7 @@ class EdgeAgent:
             task,
             model,
             identity.partition,
-            seed=task.config.seed * 1_000_003 + task.round * 7919 + identity.partition,
+            seed=training_seed(task.config.seed, task.round, identity.partition),
             elapsed=lambda: self.monotonic() - received,
         )
         return UpdatePlan(result.outcome, Timings(t_ul=result.upload_s))

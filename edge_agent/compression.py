@@ -37,84 +37,43 @@ adaptive training). Decisions:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fedbus.protocol.codec import SparseTensor
+from fedbus.protocol.formulas import (
+    check_keep_frac,
+    effective_keep,
+    float_dtype,
+    index_dtype,
+    is_dense,
+    kept_count,
+    upload_bytes,
+    wire_bytes,
+)
 
 __all__ = [
     "SparseDelta",
     "densify",
+    "effective_keep",
     "index_dtype",
     "is_dense",
     "kept_count",
     "sparsify",
     "topk_indices",
     "topk_norm",
+    "upload_bytes",
     "wire_bytes",
 ]
 
 SparseDelta = SparseTensor
 """A flat vector of ``size`` elements, zero except at ascending ``indices``."""
 
-_INT32_LIMIT = 2**31
-
-
-def is_dense(keep_frac: float) -> bool:
-    """Whether a payload at ``keep_frac`` is sent dense (``keep_frac >= 1``)."""
-    _check_keep_frac(keep_frac)
-    return keep_frac >= 1.0
-
-
-def kept_count(num_params: int, keep_frac: float) -> int:
-    """k = max(1, round(keep_frac * P)), at most P: how many entries a payload keeps."""
-    if num_params < 1:
-        raise ValueError(f"num_params must be >= 1, got {num_params}")
-    _check_keep_frac(keep_frac)
-    if keep_frac >= 1.0:
-        return num_params
-    return min(num_params, max(1, round(keep_frac * num_params)))
-
-
-def index_dtype(num_params: int) -> np.dtype[Any]:
-    """int32 when every index of a P-vector fits (P < 2**31), else int64."""
-    return np.dtype(np.int32) if num_params < _INT32_LIMIT else np.dtype(np.int64)
-
-
-def wire_bytes(num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = np.float32) -> int:
-    """Payload bytes of an update at ``keep_frac``: dense at 1, else indices + values.
-
-    Tensor bytes only: the envelope adds its header and at most 2 x 63 bytes of
-    alignment, which a time model can fold into a fixed per-upload cost.
-    """
-    value_size = _value_dtype(value_dtype).itemsize
-    if is_dense(keep_frac):
-        if num_params < 1:
-            raise ValueError(f"num_params must be >= 1, got {num_params}")
-        return num_params * value_size
-    k = kept_count(num_params, keep_frac)
-    return k * (index_dtype(num_params).itemsize + value_size)
-
-
-def effective_keep(
-    num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = np.float32
-) -> float:
-    """``keep_frac``, or 1.0 when the sparse payload would be no smaller than the dense one.
-
-    Indices cost as much as values (int32 + float32), so below keep 1 a sparse update only
-    pays off under keep 0.5: above that the dense delta says more for fewer bytes.
-    """
-    if is_dense(keep_frac):
-        return 1.0
-    dense = num_params * _value_dtype(value_dtype).itemsize
-    return 1.0 if wire_bytes(num_params, keep_frac, value_dtype) >= dense else keep_frac
-
-
-def upload_bytes(num_params: int, keep_frac: float, value_dtype: npt.DTypeLike = np.float32) -> int:
-    """Bytes actually sent at ``keep_frac``: the cheaper of sparse and dense."""
-    return wire_bytes(num_params, effective_keep(num_params, keep_frac, value_dtype), value_dtype)
+# The pricing half (k, index dtype, wire bytes) is shared with the coordinator: it lives in
+# fedbus.protocol.formulas and is re-exported here under its old names.
+_check_keep_frac = check_keep_frac
+_value_dtype = float_dtype
 
 
 def topk_indices(delta: np.ndarray, keep_frac: float) -> np.ndarray:
@@ -200,11 +159,6 @@ def topk_norm(delta: np.ndarray, keep_frac: float) -> float:
     return math.sqrt(float(squares.sum(dtype=np.float64)))
 
 
-def _check_keep_frac(keep_frac: float) -> None:
-    if not (math.isfinite(keep_frac) and keep_frac > 0.0):
-        raise ValueError(f"keep_frac must be a finite number > 0, got {keep_frac}")
-
-
 def _check_delta(delta: np.ndarray) -> np.ndarray:
     if not isinstance(delta, np.ndarray) or delta.ndim != 1:
         raise ValueError("delta must be a 1-d numpy array (the flat parameter vector)")
@@ -213,10 +167,3 @@ def _check_delta(delta: np.ndarray) -> np.ndarray:
     if delta.size == 0:
         raise ValueError("delta is empty")
     return delta
-
-
-def _value_dtype(value_dtype: npt.DTypeLike) -> np.dtype[Any]:
-    dtype = np.dtype(value_dtype)
-    if dtype.kind != "f":
-        raise ValueError(f"value dtype must be a float dtype, got {dtype}")
-    return dtype

@@ -41,7 +41,7 @@ from fedbus.fleet.virtual_round import (
     step_seconds,
     upload_seconds,
 )
-from fedbus.protocol import bus
+from fedbus.protocol import bus, formulas
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.messages import AgentProfile, Task, Timings
 from fedbus.protocol.topics import Topics
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def training_seed(task: Task, partition: int) -> int:
-    return task.config.seed * 1_000_003 + task.round * 7919 + partition
+    return formulas.training_seed(task.config.seed, task.round, partition)
 
 
 class VirtualTraining:

@@ -231,6 +231,9 @@ class Task(Message):
     issued_at: float = 0.0
     # Train tasks only: validate model_version first and reply to this request.
     validate_first: ValidateRequest | None = None
+    # The coordinator run that sent it: train/validate the model of this run, not an older
+    # run's retained model of the same version ("" = any run, from an older coordinator).
+    run_epoch: str = Field(default="", max_length=64)
 
     @model_validator(mode="after")
     def _validate_first_on_train_only(self) -> Task:
@@ -245,6 +248,9 @@ class ModelMeta(Message):
     version: int = Field(ge=0)
     round: int = Field(ge=0)
     names: list[str]
+    # The coordinator run that published it: a model of another run replaces the one held
+    # whatever its version (a re-run restarts at version 0).
+    run_epoch: str = Field(default="", max_length=64)
 
 
 class Timings(BaseModel):

@@ -97,6 +97,9 @@ class JobConfig(BaseModel):
     min_payload_frac: float = Field(0.3, gt=0, le=1)
     run_phase_2: bool = True
     value_dtype: Literal["float32", "float16"] = "float32"
+    # Error feedback for top-k updates (edge_agent/error_feedback.py); None: on exactly
+    # when adaptive training is (the planner's payloads are the compressed ones).
+    error_feedback: bool | None = None
     max_update_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
@@ -125,6 +128,11 @@ class JobConfig(BaseModel):
         if cls is not None and "t_budget" in cls.Knobs.model_fields and "t_budget" not in knobs:
             knobs["t_budget"] = self.t_budget
         return knobs
+
+    @property
+    def uses_error_feedback(self) -> bool:
+        """Whether agents keep and resend what top-k dropped (``error_feedback``)."""
+        return self.adaptive_training if self.error_feedback is None else self.error_feedback
 
     @property
     def dispatch_count(self) -> int:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge_agent.compression import effective_keep, sparsify
+from edge_agent.error_feedback import ResidualStore, RunMark, compress
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.trainer import LocalTrainer, TrainOutcome
 from fedbus.protocol import bus
@@ -94,7 +95,9 @@ class EdgeAgent:
         compute_lock: asyncio.Lock | None = None,
         train_fn: TrainFn | None = None,
         subscribe_models: bool = True,
+        residuals: ResidualStore | None = None,
     ) -> None:
+        """``residuals``: error-feedback memory, shared by an emulator's agents."""
         self.identity = identity
         self.broker = broker
         self.topics = Topics(broker.prefix)
@@ -103,6 +106,7 @@ class EdgeAgent:
         self.compute_lock = compute_lock or asyncio.Lock()
         self.train_fn = train_fn or self._train_wall
         self.subscribe_models = subscribe_models
+        self.residuals = residuals if residuals is not None else ResidualStore()
         self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -293,7 +297,7 @@ class EdgeAgent:
                     wall_duration=time.perf_counter() - received - validated,
                 ),
             )
-        meta, tensors = build_update(task, self.agent_id, plan, model, folded)
+        meta, tensors = build_update(task, self.agent_id, plan, model, folded, self.residuals)
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
             await self._publish(
@@ -383,15 +387,25 @@ def build_update(
     plan: UpdatePlan,
     model: GlobalModel,
     validation: ResultMeta | None = None,
+    residuals: ResidualStore | None = None,
 ) -> tuple[UpdateMeta, dict[str, Tensor]]:
-    """The update message: dense named deltas, or one sparse flat delta below keep 1."""
+    """The update message: dense named deltas, or one sparse flat delta below keep 1.
+
+    With the task's ``error_feedback`` and a ``residuals`` store, the delta first takes
+    back what this agent's last upload for the job dropped (:mod:`edge_agent.error_feedback`).
+    """
     outcome = plan.outcome
     value_dtype = np.float16 if task.config.value_dtype == "float16" else np.float32
     tensors: dict[str, Tensor] = {}
     encoding = "none"
     # The norm of what is uploaded (the top-k part when sparse), PyramidFL's gradient size.
     grad_norm = 0.0
-    if outcome.success:
+    if outcome.success and task.config.error_feedback and residuals is not None:
+        outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
+        tensors, encoding, grad_norm = compress_with_memory(
+            task, agent_id, outcome, model, residuals, value_dtype
+        )
+    elif outcome.success:
         outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
         if outcome.keep_frac < 1.0:
             sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)
@@ -424,3 +438,34 @@ def build_update(
         validation=validation,
     )
     return meta, tensors
+
+
+def compress_with_memory(
+    task: Task,
+    agent_id: str,
+    outcome: TrainOutcome,
+    model: GlobalModel,
+    residuals: ResidualStore,
+    value_dtype: type[np.floating],
+) -> tuple[dict[str, Tensor], str, float]:
+    """(tensors, encoding, grad_norm) of ``delta + residual``; stores the new residual."""
+    run = RunMark.of(model.layout, task.model_version)
+    residual = residuals.take(agent_id, task.job, run)
+    if residual is not None and residual.shape != outcome.delta.shape:
+        residual = None  # cannot happen with a matching layout; never mix vectors
+    packed = compress(outcome.delta, residual, outcome.keep_frac, value_dtype)
+    residuals.keep(agent_id, task.job, run, packed.residual)
+    if packed.sparse is not None:
+        sparse = packed.sparse
+        return (
+            {"delta": SparseTensor(sparse.size, sparse.indices, sparse.values)},
+            "sparse",
+            l2_norm(np.asarray(sparse.values, dtype=np.float32)),
+        )
+    assert packed.dense is not None
+    dense = packed.dense
+    return (
+        dict(model.layout.unflatten(dense.astype(value_dtype, copy=False))),
+        "dense",
+        l2_norm(dense),
+    )

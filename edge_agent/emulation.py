@@ -25,6 +25,7 @@ import numpy as np
 from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.agent import MODEL_QOS, AgentIdentity, EdgeAgent, UpdatePlan
 from edge_agent.compression import upload_bytes
+from edge_agent.error_feedback import ResidualStore
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.profile import DataSpec, partition_size
 from edge_agent.trainer import LocalTrainer, TrainOutcome, TrainSession
@@ -226,6 +227,8 @@ class Emulator:
         self.lock = asyncio.Lock()
         self.listener = ModelListener(broker, self.models, f"{name}-models")
         train_fn = VirtualTraining(self.trainer, fleet)
+        # One bounded error-feedback memory for every agent of the process.
+        self.residuals = ResidualStore()
         self.agents = [
             EdgeAgent(
                 AgentIdentity(
@@ -237,6 +240,7 @@ class Emulator:
                 compute_lock=self.lock,
                 train_fn=train_fn,
                 subscribe_models=False,
+                residuals=self.residuals,
             )
             for p in profiles
         ]

@@ -31,6 +31,7 @@ import numpy as np
 from client_selectors import ClientProfile, ClientSelector, make_selector
 from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
+from coordinator.budget import make_budget_pacer, pace_round, round_budget
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
@@ -185,6 +186,7 @@ class JobRunner:
             config.selector.seed if config.selector.seed is not None else config.seed,
         )
         self._registered: set[str] = set()
+        self.budget = make_budget_pacer(config, self.selector)
         self._rng = random.Random(config.seed)
         self.fleet: Fleet | None = load_fleet(config.fleet) if config.fleet else None
         if self.fleet is not None and hasattr(self.selector, "set_dynamic_source"):
@@ -336,6 +338,8 @@ class JobRunner:
         self.last_loss = state.get("last_loss")
         self._registered = set(state.get("registered", []))
         self.selector = type(self.selector).from_state(state["selector"])
+        if self.budget is not None and state.get("budget"):
+            self.budget.load_state(state["budget"])
         self._rng.setstate(_tuple_state(state["rng"]))
         return True
 
@@ -363,6 +367,7 @@ class JobRunner:
             "last_loss": self.last_loss,
             "registered": sorted(self._registered),
             "selector": self.selector.state(),
+            "budget": self.budget.to_state() if self.budget is not None else None,
             "rng": _list_state(self._rng.getstate()),
         }
         checkpoint.save(
@@ -556,7 +561,7 @@ class JobRunner:
             proximal_mu=c.proximal_mu,
             seed=c.seed,
             adaptive=c.adaptive_training,
-            t_budget=self.selector.t_budget or c.t_budget,
+            t_budget=round_budget(c, self.selector, self.budget),
             budget_recheck_steps=c.budget_recheck_steps,
             ewma_lambda=c.ewma_lambda,
             min_payload_frac=c.min_payload_frac,
@@ -652,7 +657,7 @@ class JobRunner:
             "dispatched": dispatched,
             "online": len(online),
             "selector": selection.info,
-            "t_budget": self.selector.t_budget,
+            "t_budget": round_budget(self.config, self.selector, self.budget),
         }
         if overrides:
             begin["overrides"] = {
@@ -716,6 +721,15 @@ class JobRunner:
             virtual_duration=virtual_duration,
         )
         report.extra["failed"] = sorted(failures)
+        paced = pace_round(
+            self.budget,
+            self.config,
+            dispatched=len(dispatched),
+            succeeded=len(replies),
+            counted=len(kept) if ok else 0,
+        )
+        if paced is not None:
+            report.extra["budget"] = paced
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}
@@ -801,7 +815,7 @@ class JobRunner:
         """
         await self._finish_validation()
         if self.virtual_time is not None:
-            self.virtual_time += self.selector.t_budget or self.config.t_budget
+            self.virtual_time += round_budget(self.config, self.selector, self.budget)
         report = RoundReport(round_, False, reason, selected, [], list(selected), 0.0)
         report.extra.update(failed=[], durations={}, update_bytes={})
         self.completed_rounds = round_
@@ -850,7 +864,7 @@ class JobRunner:
         )
         if plan is not None:
             durations = {**plan.durations, **durations}
-        budget = self.selector.t_budget or self.config.t_budget
+        budget = round_budget(self.config, self.selector, self.budget)
         length = fastest.round_duration if fastest.dispatched else budget
         return fastest.dispatched, durations, length
 

@@ -1,0 +1,129 @@
+"""The job-level budget pacer: failed rounds widen t_budget, rounds where all fit tighten it."""
+
+from __future__ import annotations
+
+import pytest
+
+from client_selectors import make_selector
+from client_selectors.pacer import BudgetBounds, BudgetPacer, RoundOutcome
+from coordinator.budget import make_budget_pacer, pace_round, round_budget
+from coordinator.config import JobConfigError, parse_job
+
+BOUNDS = BudgetBounds(lower=4.0, upper=40.0, widen=1.25, tighten=0.9)
+
+
+def outcome(counted: int, succeeded: int | None = None, dispatched: int = 13) -> RoundOutcome:
+    return RoundOutcome(
+        dispatched=dispatched,
+        succeeded=counted if succeeded is None else succeeded,
+        counted=counted,
+        target=10,
+        required=2,
+    )
+
+
+def test_a_failed_round_widens_twice_as_much_as_a_short_one() -> None:
+    pacer = BudgetPacer(10.0, BOUNDS)
+    assert pacer.observe(outcome(counted=1)) == "widen"
+    assert pacer.value == pytest.approx(10.0 * 1.25**2)
+    pacer = BudgetPacer(10.0, BOUNDS)
+    assert pacer.observe(outcome(counted=7)) == "widen"  # counted, but fewer than K
+    assert pacer.value == pytest.approx(12.5)
+
+
+def test_tightens_only_when_every_dispatched_agent_fit() -> None:
+    pacer = BudgetPacer(10.0, BOUNDS)
+    assert pacer.observe(outcome(counted=10, succeeded=13)) == "tighten"
+    assert pacer.value == pytest.approx(9.0)
+    # K counted but three over-committed agents did not fit: that is what they are for.
+    assert pacer.observe(outcome(counted=10, succeeded=10)) is None
+    assert pacer.value == pytest.approx(9.0)
+
+
+def test_stays_within_the_jobs_bounds() -> None:
+    pacer = BudgetPacer(30.0, BOUNDS)
+    for _ in range(10):
+        pacer.observe(outcome(counted=0))
+    assert pacer.value == 40.0
+    assert pacer.observe(outcome(counted=0)) is None  # at the bound: no move
+    for _ in range(100):
+        pacer.observe(outcome(counted=10, succeeded=13))
+    assert pacer.value == 4.0
+    assert BudgetPacer(100.0, BOUNDS).value == 40.0  # a start outside is clamped
+
+
+def test_a_too_tight_budget_stops_failing_within_a_few_rounds() -> None:
+    # A toy fleet: an agent fits when its minimal work (1..13 s) fits the budget.
+    minimal = [float(s) for s in range(1, 14)]
+    pacer = BudgetPacer(4.0, BOUNDS)
+    failed = 0
+    for _ in range(40):
+        fit = sum(1 for m in minimal if m <= pacer.value)
+        counted = min(fit, 10)
+        failed += counted < 2
+        pacer.observe(outcome(counted=counted, succeeded=fit))
+    assert failed <= 1
+    # It settles where K fit and the slowest do not: between the 10th and 13th agent.
+    assert 10.0 <= pacer.value < 13.0 / 0.9
+
+
+def test_state_round_trips() -> None:
+    pacer = BudgetPacer(10.0, BOUNDS)
+    pacer.observe(outcome(counted=0))
+    other = BudgetPacer(10.0, BOUNDS)
+    other.load_state(pacer.to_state())
+    assert other.value == pacer.value
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"lower": 0.0, "upper": 1.0},
+        {"lower": 2.0, "upper": 1.0},
+        {"lower": 1.0, "upper": 2.0, "widen": 1.0},
+        {"lower": 1.0, "upper": 2.0, "tighten": 1.0},
+    ],
+)
+def test_bad_bounds_are_refused(bounds: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"budget|widen"):
+        BudgetBounds(**bounds)
+
+
+JOB = {
+    "name": "j",
+    "model": "fedbus.examples.digits:make_model",
+    "data": "fedbus.examples.digits:load_partition",
+    "t_budget": 10.0,
+}
+
+
+def test_job_bounds_default_around_t_budget_and_name_the_field() -> None:
+    config = parse_job({**JOB, "adaptive_training": True}, "job.yaml")
+    assert (config.budget_bounds.lower, config.budget_bounds.upper) == (2.5, 40.0)
+    with pytest.raises(JobConfigError, match=r"job\.yaml: field <job>: .*t_budget_min"):
+        parse_job({**JOB, "t_budget_min": 12.0}, "job.yaml")
+    with pytest.raises(JobConfigError, match="t_budget_max"):
+        parse_job({**JOB, "t_budget_max": 8.0}, "job.yaml")
+
+
+def test_every_selector_is_paced_except_one_with_its_own_pacer() -> None:
+    config = parse_job({**JOB, "adaptive_training": True}, "job.yaml")
+    for name in ("random", "oort", "pyramidfl"):
+        selector = make_selector(name, {}, 0)
+        pacer = make_budget_pacer(config, selector)
+        assert pacer is not None and round_budget(config, selector, pacer) == 10.0
+        paced = pace_round(pacer, config, dispatched=5, succeeded=0, counted=0)
+        assert paced == {"before": 10.0, "after": pytest.approx(15.625), "move": "widen"}
+        assert round_budget(config, selector, pacer) == pytest.approx(15.625)
+    bliss = make_selector("bliss", {"t_budget": 7.0, "regressor": "linear"}, 0)
+    assert make_budget_pacer(config, bliss) is None
+    assert round_budget(config, bliss, None) == 7.0
+    assert pace_round(None, config, dispatched=5, succeeded=0, counted=0) is None
+
+
+def test_no_pacer_without_adaptive_training_or_when_switched_off() -> None:
+    oort = make_selector("oort", {}, 0)
+    assert make_budget_pacer(parse_job(JOB, "j.yaml"), oort) is None
+    off = parse_job({**JOB, "adaptive_training": True, "budget_pacer": False}, "j.yaml")
+    assert make_budget_pacer(off, oort) is None
+    assert round_budget(off, oort, None) == 10.0

@@ -104,9 +104,10 @@ class JobConfig(BaseModel):
     min_payload_frac: float = Field(0.3, gt=0, le=1)
     run_phase_2: bool = True
     value_dtype: Literal["float32", "float16"] = "float32"
-    # Error feedback for top-k updates (edge_agent/error_feedback.py); None: on exactly
-    # when adaptive training is (the planner's payloads are the compressed ones).
-    error_feedback: bool | None = None
+    # Error feedback for top-k updates (edge_agent/error_feedback.py): agents resend what
+    # compression dropped. Changes nothing for dense updates, so it is on by default;
+    # it matters for adaptive training's payloads and PyramidFL's dropout.
+    error_feedback: bool = True
     max_update_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
@@ -149,11 +150,6 @@ class JobConfig(BaseModel):
         lower = self.t_budget_min if self.t_budget_min is not None else self.t_budget / 4.0
         upper = self.t_budget_max if self.t_budget_max is not None else self.t_budget * 4.0
         return BudgetBounds(lower=lower, upper=max(lower, upper))
-
-    @property
-    def uses_error_feedback(self) -> bool:
-        """Whether agents keep and resend what top-k dropped (``error_feedback``)."""
-        return self.adaptive_training if self.error_feedback is None else self.error_feedback
 
     @property
     def dispatch_count(self) -> int:

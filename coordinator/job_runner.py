@@ -567,7 +567,7 @@ class JobRunner:
             min_payload_frac=c.min_payload_frac,
             run_phase_2=c.run_phase_2,
             keep_frac=keep_frac,
-            error_feedback=c.uses_error_feedback,
+            error_feedback=c.error_feedback,
             value_dtype=c.value_dtype,
             clock=c.clock,
             time_model_params=c.time_model_params,

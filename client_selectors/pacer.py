@@ -13,7 +13,7 @@ Bliss moves ``t_budget`` in seconds (no upper bound) and skips the rule while A 
 the last ``2 * step`` records are kept: the rule never looks further back.
 
 :class:`BudgetPacer` is the job-level pacer every selector gets: it moves ``t_budget`` from
-round outcomes (failed rounds widen it, rounds where everyone fit tighten it) within the
+round outcomes (failed rounds widen it, rounds where K agents fit tighten it) within the
 job's bounds. Pure: values in, values out, no clock.
 """
 
@@ -126,17 +126,24 @@ class BudgetPacer:
     is too tight shows as agents that cannot fit even a minimal update, and one that is too
     loose as every agent fitting:
 
-    - fewer than ``required`` updates counted: the round failed; widen twice
-      (``value * widen**2``): a fixed budget that is too tight fails round after round;
-    - fewer than ``target`` (K) counted: widen once (``value * widen``);
-    - every dispatched agent's update counted: the budget held nobody back, so it can be
+    - fewer than ``required`` updates counted: the round failed, ``value * widen``: a fixed
+      budget that is too tight fails round after round;
+    - at least ``target`` (K) agents succeeded: the round got everything it wants inside
+      the budget, the over-committed agents only made it more certain, so it can be
       shorter: ``value * tighten``;
-    - otherwise (K or more counted, some agents did not fit): keep it. The over-committed
-      agents are there to be the ones that do not fit.
+    - otherwise (the round counted, fewer than K fit): keep it. A round that counts fewer
+      than K updates but at least ``required`` is what a tight budget buys: shorter rounds
+      for fewer updates; the job says how few are enough.
+
+    Adaptive agents fill whatever budget they get with more local steps, so they do not
+    finish "early" on their own: a budget that is never tightened never binds, and
+    adaptive rounds then last as long as fixed ones (the earlier study's finding). This
+    pacer drives the budget to where it binds, and stops where the job's
+    ``clients_required`` and ``t_budget_min`` say it must.
 
     The value stays within ``[lower, upper]``. Multiplicative steps make the rule the same
     for a 5 s and a 500 s budget; widening faster than tightening (1.25 vs 0.9 per round)
-    keeps failed rounds rare: after a failure it takes ~4 full rounds to come back.
+    keeps failed rounds rare: one failure undoes two tightenings.
     Bliss paces its own ``t_budget`` (Oort's utility rule); the job runner then uses the
     selector's value and this pacer stays out.
     """
@@ -149,10 +156,8 @@ class BudgetPacer:
         """Move the budget after a closed round; returns what it did."""
         b = self.bounds
         if outcome.counted < outcome.required:
-            factor, move = b.widen * b.widen, "widen"
-        elif outcome.counted < outcome.target:
             factor, move = b.widen, "widen"
-        elif outcome.dispatched > 0 and outcome.succeeded >= outcome.dispatched:
+        elif outcome.succeeded >= outcome.target:
             factor, move = b.tighten, "tighten"
         else:
             return None

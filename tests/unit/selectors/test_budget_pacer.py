@@ -22,22 +22,24 @@ def outcome(counted: int, succeeded: int | None = None, dispatched: int = 13) ->
     )
 
 
-def test_a_failed_round_widens_twice_as_much_as_a_short_one() -> None:
+def test_a_failed_round_widens() -> None:
     pacer = BudgetPacer(10.0, BOUNDS)
-    assert pacer.observe(outcome(counted=1)) == "widen"
-    assert pacer.value == pytest.approx(10.0 * 1.25**2)
-    pacer = BudgetPacer(10.0, BOUNDS)
-    assert pacer.observe(outcome(counted=7)) == "widen"  # counted, but fewer than K
+    assert pacer.observe(outcome(counted=1)) == "widen"  # fewer than the 2 required
+    assert pacer.value == pytest.approx(12.5)
+    # Counted, though fewer than K: what a tight budget buys, not a failure.
+    assert pacer.observe(outcome(counted=7)) is None
     assert pacer.value == pytest.approx(12.5)
 
 
-def test_tightens_only_when_every_dispatched_agent_fit() -> None:
+def test_tightens_while_k_agents_fit() -> None:
     pacer = BudgetPacer(10.0, BOUNDS)
     assert pacer.observe(outcome(counted=10, succeeded=13)) == "tighten"
     assert pacer.value == pytest.approx(9.0)
-    # K counted but three over-committed agents did not fit: that is what they are for.
-    assert pacer.observe(outcome(counted=10, succeeded=10)) is None
-    assert pacer.value == pytest.approx(9.0)
+    assert pacer.observe(outcome(counted=10, succeeded=10)) == "tighten"  # exactly K fit
+    assert pacer.value == pytest.approx(8.1)
+    # Fewer than K fit, but enough for the round: the budget binds, leave it.
+    assert pacer.observe(outcome(counted=9, succeeded=9)) is None
+    assert pacer.value == pytest.approx(8.1)
 
 
 def test_stays_within_the_jobs_bounds() -> None:
@@ -56,15 +58,26 @@ def test_a_too_tight_budget_stops_failing_within_a_few_rounds() -> None:
     # A toy fleet: an agent fits when its minimal work (1..13 s) fits the budget.
     minimal = [float(s) for s in range(1, 14)]
     pacer = BudgetPacer(4.0, BOUNDS)
-    failed = 0
+    failed, values = [], []
     for _ in range(40):
         fit = sum(1 for m in minimal if m <= pacer.value)
         counted = min(fit, 10)
-        failed += counted < 2
-        pacer.observe(outcome(counted=counted, succeeded=fit))
-    assert failed <= 1
-    # It settles where K fit and the slowest do not: between the 10th and 13th agent.
-    assert 10.0 <= pacer.value < 13.0 / 0.9
+        failed.append(counted < 6)
+        pacer.observe(
+            RoundOutcome(dispatched=13, succeeded=fit, counted=counted, target=10, required=6)
+        )
+        values.append(pacer.value)
+    assert failed[:3] == [True, True, False] and not any(failed[3:])
+    # It settles where the required agents fit and fewer than K do: the budget binds.
+    assert all(6.0 <= v < 10.0 for v in values[3:])
+    # A loose budget comes down to the same place.
+    pacer = BudgetPacer(40.0, BOUNDS)
+    for _ in range(40):
+        fit = sum(1 for m in minimal if m <= pacer.value)
+        pacer.observe(
+            RoundOutcome(dispatched=13, succeeded=fit, counted=min(fit, 10), target=10, required=6)
+        )
+    assert 9.0 <= pacer.value < 10.0
 
 
 def test_state_round_trips() -> None:
@@ -113,8 +126,8 @@ def test_every_selector_is_paced_except_one_with_its_own_pacer() -> None:
         pacer = make_budget_pacer(config, selector)
         assert pacer is not None and round_budget(config, selector, pacer) == 10.0
         paced = pace_round(pacer, config, dispatched=5, succeeded=0, counted=0)
-        assert paced == {"before": 10.0, "after": pytest.approx(15.625), "move": "widen"}
-        assert round_budget(config, selector, pacer) == pytest.approx(15.625)
+        assert paced == {"before": 10.0, "after": pytest.approx(12.5), "move": "widen"}
+        assert round_budget(config, selector, pacer) == pytest.approx(12.5)
     bliss = make_selector("bliss", {"t_budget": 7.0, "regressor": "linear"}, 0)
     assert make_budget_pacer(config, bliss) is None
     assert round_budget(config, bliss, None) == 7.0

@@ -128,12 +128,14 @@ class BudgetPacer:
 
     - fewer than ``required`` updates counted: the round failed, ``value * widen``: a fixed
       budget that is too tight fails round after round;
+    - fewer than halfway from ``required`` to ``target`` counted: the next round may fail,
+      ``value * sqrt(widen)``: how many agents fit swings with who is online, and a budget
+      paced to the edge of failing fails every few rounds;
     - at least ``target`` (K) agents succeeded: the round got everything it wants inside
       the budget, the over-committed agents only made it more certain, so it can be
       shorter: ``value * tighten``;
-    - otherwise (the round counted, fewer than K fit): keep it. A round that counts fewer
-      than K updates but at least ``required`` is what a tight budget buys: shorter rounds
-      for fewer updates; the job says how few are enough.
+    - otherwise (between halfway and K counted): keep it. Fewer than K updates is what a
+      tight budget buys: shorter rounds for fewer updates.
 
     Adaptive agents fill whatever budget they get with more local steps, so they do not
     finish "early" on their own: a budget that is never tightened never binds, and
@@ -157,6 +159,8 @@ class BudgetPacer:
         b = self.bounds
         if outcome.counted < outcome.required:
             factor, move = b.widen, "widen"
+        elif 2 * outcome.counted < outcome.required + outcome.target:
+            factor, move = math.sqrt(b.widen), "widen"
         elif outcome.succeeded >= outcome.target:
             factor, move = b.tighten, "tighten"
         else:

@@ -36,6 +36,7 @@ from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
 from coordinator.round_state import Collection, JobPhase, Phase, advance
+from coordinator.selector_times import refresh_estimates
 from coordinator.server_eval import ServerEvaluator
 from coordinator.update_check import (
     Assignment,
@@ -638,6 +639,17 @@ class JobRunner:
         if not dispatched:
             await self._fail_early(round_, selected, "no candidate stays active through the round")
             return
+        if plan is not None and self.fleet is not None and self.virtual_time is not None:
+            base = self._train_config()
+            refresh_estimates(
+                self.selector,
+                self.fleet,
+                dispatched,
+                self.virtual_time,
+                lambda a: self._work(base, a),
+                seed=self.config.seed,
+                round_=round_,
+            )
         # Per-client overrides (PyramidFL) plan the round of the agents that will train:
         # on the virtual clock the K kept of the over-committed sample, whose ranks and
         # idle time are relative to each other, not to clients that were never sent.
@@ -724,6 +736,7 @@ class JobRunner:
         paced = pace_round(
             self.budget,
             self.config,
+            self.selector,
             dispatched=len(dispatched),
             succeeded=len(replies),
             counted=len(kept) if ok else 0,

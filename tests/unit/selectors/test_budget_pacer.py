@@ -29,6 +29,9 @@ def test_a_failed_round_widens() -> None:
     # Counted, though fewer than K: what a tight budget buys, not a failure.
     assert pacer.observe(outcome(counted=7)) is None
     assert pacer.value == pytest.approx(12.5)
+    # Fewer than halfway from required (2) to K (10): close to failing, widen a little.
+    assert pacer.observe(outcome(counted=5)) == "widen"
+    assert pacer.value == pytest.approx(12.5 * 1.25**0.5)
 
 
 def test_tightens_while_k_agents_fit() -> None:
@@ -119,19 +122,24 @@ def test_job_bounds_default_around_t_budget_and_name_the_field() -> None:
         parse_job({**JOB, "t_budget_max": 8.0}, "job.yaml")
 
 
-def test_every_selector_is_paced_except_one_with_its_own_pacer() -> None:
+def test_every_selector_is_paced_and_blisss_own_pacer_keeps_precedence() -> None:
     config = parse_job({**JOB, "adaptive_training": True}, "job.yaml")
     for name in ("random", "oort", "pyramidfl"):
         selector = make_selector(name, {}, 0)
         pacer = make_budget_pacer(config, selector)
         assert pacer is not None and round_budget(config, selector, pacer) == 10.0
-        paced = pace_round(pacer, config, dispatched=5, succeeded=0, counted=0)
+        paced = pace_round(pacer, config, selector, dispatched=5, succeeded=0, counted=0)
         assert paced == {"before": 10.0, "after": pytest.approx(12.5), "move": "widen"}
         assert round_budget(config, selector, pacer) == pytest.approx(12.5)
-    bliss = make_selector("bliss", {"t_budget": 7.0, "regressor": "linear"}, 0)
-    assert make_budget_pacer(config, bliss) is None
-    assert round_budget(config, bliss, None) == 7.0
-    assert pace_round(None, config, dispatched=5, succeeded=0, counted=0) is None
+    # Bliss: its own value is the round's budget; the job pacer moves that value after
+    # the round, and Bliss's rule runs on it at the next selection.
+    bliss = make_selector("bliss", {"t_budget": 8.0, "regressor": "linear"}, 0)
+    pacer = make_budget_pacer(config, bliss)
+    assert pacer is not None and round_budget(config, bliss, pacer) == 8.0
+    pace_round(pacer, config, bliss, dispatched=5, succeeded=5, counted=4)  # K = 4 fit
+    assert bliss.t_budget == pytest.approx(7.2)
+    assert round_budget(config, bliss, pacer) == pytest.approx(7.2)
+    assert pace_round(None, config, bliss, dispatched=5, succeeded=0, counted=0) is None
 
 
 def test_no_pacer_without_adaptive_training_or_when_switched_off() -> None:

@@ -26,7 +26,7 @@ summary.md there.
     python bench/time_to_accuracy.py --data DIR --quick  # oort and random, 1 seed, minutes
 
 ``DIR`` holds Fashion-MNIST's IDX files (Debian: dataset-fashion-mnist; ``dpkg -x`` of its
-.deb works without installing). Sizing: 1,000 clients, K = 20 of floor(1.3 K), 40 rounds,
+.deb works without installing). Sizing: 1,000 clients, K = 20 of floor(1.3 K), 30 rounds,
 5 local steps x batch 10, lr 0.05, momentum 0.9, FedProx mu 1, clients_required K/2,
 target 75 %; t_budget
 starts at 10 s (flash) and 60 s (fedscale) and paces itself within [t/4, 4t]. Results and
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet-seed", type=int, default=1)
     parser.add_argument("--k", type=int, default=20, help="participants kept per round")
     parser.add_argument("--overcommitment", type=float, default=1.3)
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--eval-interval", type=int, default=1)
     parser.add_argument("--local-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=10)

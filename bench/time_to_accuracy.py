@@ -227,7 +227,15 @@ def report_fleet(
         rows = [Row(p, m, results[(p, m)], study.target, args.smooth) for p, m in keys]
         print_table(title, rows, study.target)
     print_table(title, [Row(p, m, results[(p, m)], study.target) for p, m in keys], study.target)
-    run_dirs = sorted(p for p in out.iterdir() if (p / "events.jsonl").exists())
+    # The report groups runs by selector and adaptive on/off: the error-feedback-off runs
+    # would fall into the same groups, so the plots show modes 'off' and 'on' only.
+    run_dirs = sorted(
+        p
+        for p in out.iterdir()
+        if (p / "events.jsonl").exists()
+        and "-noef-" not in p.name
+        and any(p.name == f"{r.name}" for runs in results.values() for r in runs)
+    )
     call_report(run_dirs, out / "report", study.target)
 
 

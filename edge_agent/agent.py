@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge_agent.compression import effective_keep, sparsify
-from edge_agent.error_feedback import ResidualStore, RunMark, compress
+from edge_agent.error_feedback import ResidualStore, compress_with_memory
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.trainer import LocalTrainer, TrainOutcome
 from fedbus.protocol import bus
@@ -438,34 +438,3 @@ def build_update(
         validation=validation,
     )
     return meta, tensors
-
-
-def compress_with_memory(
-    task: Task,
-    agent_id: str,
-    outcome: TrainOutcome,
-    model: GlobalModel,
-    residuals: ResidualStore,
-    value_dtype: type[np.floating],
-) -> tuple[dict[str, Tensor], str, float]:
-    """(tensors, encoding, grad_norm) of ``delta + residual``; stores the new residual."""
-    run = RunMark.of(model.layout, task.model_version)
-    residual = residuals.take(agent_id, task.job, run)
-    if residual is not None and residual.shape != outcome.delta.shape:
-        residual = None  # cannot happen with a matching layout; never mix vectors
-    packed = compress(outcome.delta, residual, outcome.keep_frac, value_dtype)
-    residuals.keep(agent_id, task.job, run, packed.residual)
-    if packed.sparse is not None:
-        sparse = packed.sparse
-        return (
-            {"delta": SparseTensor(sparse.size, sparse.indices, sparse.values)},
-            "sparse",
-            l2_norm(np.asarray(sparse.values, dtype=np.float32)),
-        )
-    assert packed.dense is not None
-    dense = packed.dense
-    return (
-        dict(model.layout.unflatten(dense.astype(value_dtype, copy=False))),
-        "dense",
-        l2_norm(dense),
-    )

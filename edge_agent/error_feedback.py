@@ -31,6 +31,7 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -38,9 +39,20 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.compression import SparseDelta, is_dense, sparsify
+from edge_agent.model_store import GlobalModel
+from edge_agent.trainer import TrainOutcome
+from fedbus.protocol.codec import SparseTensor, Tensor
+from fedbus.protocol.messages import Task
 from fedbus.protocol.params import ParamLayout
 
-__all__ = ["DEFAULT_MAX_BYTES", "Compressed", "ResidualStore", "RunMark", "compress"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Compressed",
+    "ResidualStore",
+    "RunMark",
+    "compress",
+    "compress_with_memory",
+]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Residual memory per process: ~640 residuals of the 100k-parameter Fashion-MNIST MLP."""
@@ -147,3 +159,42 @@ class ResidualStore:
         entry = self._entries.pop((agent, job), None)
         if entry is not None:
             self._bytes -= entry[1].nbytes
+
+
+def compress_with_memory(
+    task: Task,
+    agent_id: str,
+    outcome: TrainOutcome,
+    model: GlobalModel,
+    residuals: ResidualStore,
+    value_dtype: type[np.floating],
+) -> tuple[dict[str, Tensor], str, float]:
+    """(tensors, encoding, grad_norm) of an update's ``delta + residual``; keeps the rest.
+
+    What :func:`edge_agent.agent.build_update` sends under the task's ``error_feedback``:
+    the norm is that of what is uploaded, as without error feedback.
+    """
+    run = RunMark.of(model.layout, task.model_version)
+    residual = residuals.take(agent_id, task.job, run)
+    if residual is not None and residual.shape != outcome.delta.shape:
+        residual = None  # cannot happen with a matching layout; never mix vectors
+    packed = compress(outcome.delta, residual, outcome.keep_frac, value_dtype)
+    residuals.keep(agent_id, task.job, run, packed.residual)
+    if packed.sparse is not None:
+        sparse = packed.sparse
+        return (
+            {"delta": SparseTensor(sparse.size, sparse.indices, sparse.values)},
+            "sparse",
+            _l2_norm(np.asarray(sparse.values, dtype=np.float32)),
+        )
+    assert packed.dense is not None
+    dense = packed.dense
+    return (
+        dict(model.layout.unflatten(dense.astype(value_dtype, copy=False))),
+        "dense",
+        _l2_norm(dense),
+    )
+
+
+def _l2_norm(values: np.ndarray) -> float:
+    return math.sqrt(float(np.einsum("i,i->", values, values, dtype=np.float64)))

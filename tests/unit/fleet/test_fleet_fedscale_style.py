@@ -48,8 +48,7 @@ def test_compute_and_link_are_heavy_tailed_and_both_matter() -> None:
     assert np.percentile(ms, 90) / np.percentile(ms, 10) > 5
     assert np.percentile(link, 90) / np.percentile(link, 10) > 20
     times = [
-        simulate_round(p, 43_200.0, RoundWork.dense(params, 10, 5), seed=1, round_=1)
-        for p in fleet
+        simulate_round(p, 43_200.0, RoundWork.dense(params, 10, 5), seed=1, round_=1) for p in fleet
     ]
     comp = np.median([t.t_comp for t in times])
     comm = np.median([t.t_dl + t.t_ul for t in times])

@@ -53,7 +53,11 @@ class ClientProfile:
 
 @dataclass(frozen=True)
 class ClientOverride:
-    """Per-client settings for the next round (PyramidFL)."""
+    """Per-client settings for the next round (PyramidFL).
+
+    ``dropout_frac``: the fraction of the delta's entries the client does not send (its
+    top-k keeps 1 − dropout_frac); ``local_steps``: its steps, None for the job's.
+    """
 
     dropout_frac: float = 0.0
     local_steps: int | None = None

@@ -171,6 +171,14 @@ class BlissSelector(ClientSelector[BlissKnobs]):
     def t_budget(self) -> float | None:
         return self._pacer.value
 
+    def pace_budget(self, value: float) -> None:
+        """Set t_budget from outside (the job-level budget pacer, after a round closes).
+
+        Bliss's own rule still runs at the next selection, on this value, and its move is
+        the last before the round uses the budget: it keeps precedence.
+        """
+        self._pacer.value = float(value)
+
     def _on_register(self, row: int, profile: ClientProfile) -> None:
         self._table["static"][row] = encode_static(profile.static)
 

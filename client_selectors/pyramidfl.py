@@ -8,16 +8,40 @@ client's sample count, and uses it only to plan the kept clients' round (``plan_
 1. rank the kept clients by stored gradU, rank 0 = largest (ties keep the given order);
    dropout d = d_low + rank · (d_high − d_low) / K with K = len(kept), as in [P] (so the
    last rank gets just under d_high);
-2. expected time t_k = compute_k + (1 − d_k) · comm_k from the stored compute/comm times;
-   the round lasts max t_k;
+2. expected time t_k = compute_k + (1 − upload_share · d_k) · comm_k from the stored
+   compute/comm times (see below); the round lasts max t_k;
 3. idle time becomes extra local steps: ratio = min(10, β · ⌊(max t − t_k) / (compute_k / E)⌋
    / E) + 1 and steps = ⌊E · ratio⌋, so at most 11·E (+10x); a client with no compute time
    estimate gets no extra steps. The agent runs at most max(5 · #batches, E) of them ([P]'s
    learner cap; E reaches it as ``TrainConfig.base_local_steps``).
 
-The agent applies d as a magnitude top-k sparsification at keep = 1 − d (§0), not [P]'s
-per-tensor Bernoulli dropout. Stragglers receive the round's sample-weighted means of both
-reward and gradient utility.
+The agent applies d as a magnitude top-k sparsification (§0), not [P]'s per-tensor
+Bernoulli dropout. Stragglers receive the round's sample-weighted means of both reward and
+gradient utility.
+
+**What was wrong, and the fix (issue 22).** [P] zeroes whole tensors, which then are not
+sent: dropping d of the parameters saves d of the upload. A top-k payload pays an index
+per kept value (int32 + float32: twice the bytes of a dense entry), so top-k at
+keep = 1 − d, as first built here, saved *nothing* for d < 0.5 (the agent sends the
+cheaper dense delta) and 20 % at d = 0.6: on the FLASH fleet PyramidFL uploaded 482 MB
+where Oort uploaded 489 MB. Yet the plan counted on (1 − d)·comm, so the idle-time steps
+it handed out overran, and its rounds were *longer* than Oort's (9.64 s vs 9.35 s median).
+Two corrections make the plan and the wire agree:
+
+* d is now the fraction of the upload's *bytes* saved, as in [P]: the agent keeps
+  ``keep = (1 − d) / sparse_entry_cost`` of the entries (``sparse_entry_cost`` = bytes per
+  sparse entry over bytes per dense one: 2 for int32 + float32, 3 for int32 + float16),
+  and ``ClientOverride.dropout_frac`` carries the fraction of entries *not* sent,
+  1 − keep. With error feedback (on by default) the dropped entries go out in a later
+  round instead of being lost.
+* only the upload shrinks: t_k = compute_k + comm_k · (1 − upload_share · d), with
+  ``upload_share`` the upload's part of comm_k (2/3 on fedbus's time model, which uploads at
+  half the download speed; [P]'s 1.0 counts the download as saved too).
+
+Where it should win (docs/results/pyramidfl.md): the round is bounded by the slowest
+selected client's upload, compute speeds differ widely among the selected (idle time to
+turn into steps), local steps still pay (FedProx keeps them from drifting on skewed
+data), and uploads can shrink (a large model on slow links).
 """
 
 from __future__ import annotations
@@ -43,6 +67,10 @@ class PyramidFLKnobs(OortKnobs):
     adaptive_epoch_beta: float = Field(1.0, ge=0.0)
     dropout_low: float = Field(0.1, ge=0.0, lt=1.0)
     dropout_high: float = Field(0.6, ge=0.0, lt=1.0)
+    # Bytes per kept sparse entry over bytes per dense entry (int32 index + float32 value).
+    sparse_entry_cost: float = Field(2.0, ge=1.0)
+    # The upload's share of a client's comm time (upload at half the download speed: 2/3).
+    upload_share: float = Field(2.0 / 3.0, ge=0.0, le=1.0)
 
     @field_validator("dropout_high")
     @classmethod
@@ -66,11 +94,27 @@ def dropout_by_rank(gradient: np.ndarray, low: float, high: float) -> np.ndarray
     return result
 
 
+def entries_dropped(dropout: np.ndarray, entry_cost: float) -> np.ndarray:
+    """Fraction of delta entries left out so the upload shrinks by ``dropout`` of its bytes.
+
+    keep = (1 − d) / entry_cost; d = 0 stays dense (nothing dropped).
+    """
+    return np.where(dropout > 0.0, 1.0 - (1.0 - dropout) / entry_cost, 0.0)
+
+
 def adapted_steps(
-    compute: np.ndarray, comm: np.ndarray, dropout: np.ndarray, local_steps: int, beta: float
+    compute: np.ndarray,
+    comm: np.ndarray,
+    dropout: np.ndarray,
+    local_steps: int,
+    beta: float,
+    upload_share: float = 1.0,
 ) -> np.ndarray:
-    """⌊E·ratio⌋ local steps that fill each client's idle time until the slowest finishes."""
-    expected = compute + (1.0 - dropout) * comm
+    """⌊E·ratio⌋ local steps that fill each client's idle time until the slowest finishes.
+
+    Expected time compute + comm·(1 − upload_share·d): the dropout saves upload bytes only.
+    """
+    expected = compute + (1.0 - upload_share * dropout) * comm
     if expected.size == 0 or local_steps <= 0:
         return np.full(compute.shape[0], max(local_steps, 0), dtype=np.int64)
     idle = float(expected.max()) - expected
@@ -129,9 +173,11 @@ class PyramidFLSelector(OortSelector):
                 dropout,
                 local_steps,
                 k.adaptive_epoch_beta,
+                k.upload_share,
             )
             steps = [int(s) for s in planned]
+        dropped = entries_dropped(dropout, k.sparse_entry_cost)
         return {
-            client_id: ClientOverride(dropout_frac=float(dropout[i]), local_steps=steps[i])
+            client_id: ClientOverride(dropout_frac=float(dropped[i]), local_steps=steps[i])
             for i, client_id in enumerate(kept)
         }

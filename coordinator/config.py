@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from client_selectors.pacer import BudgetBounds
 from coordinator.eligibility import Requirements
 from coordinator.packages import apply_package, make_job_dir_importable
 from coordinator.wall_clock_checks import check_wall_clock
@@ -104,11 +105,21 @@ class JobConfig(BaseModel):
     # model can stand in for a large emulated one (FedScale's clock_factor, made explicit).
     time_model_params: int | None = Field(None, ge=1)
     t_budget: float = Field(300.0, gt=0)
+    # The job-level budget pacer (adaptive training, selectors without their own pacer):
+    # failed rounds widen t_budget, rounds where every agent fit tighten it, within
+    # [t_budget_min, t_budget_max] (defaults t_budget / 4 and 4 * t_budget).
+    budget_pacer: bool = True
+    t_budget_min: float | None = Field(None, gt=0)
+    t_budget_max: float | None = Field(None, gt=0)
     budget_recheck_steps: int = Field(5, ge=1)
     ewma_lambda: float = Field(0.7, ge=0, le=1)
     min_payload_frac: float = Field(0.3, gt=0, le=1)
     run_phase_2: bool = True
     value_dtype: Literal["float32", "float16"] = "float32"
+    # Error feedback for top-k updates (edge_agent/error_feedback.py): agents resend what
+    # compression dropped. Changes nothing for dense updates, so it is on by default;
+    # it matters for adaptive training's payloads and PyramidFL's dropout.
+    error_feedback: bool = True
     max_update_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
@@ -118,6 +129,13 @@ class JobConfig(BaseModel):
             raise ValueError(
                 f"clients_required ({self.clients_required}) exceeds num_participants "
                 f"({self.num_participants})"
+            )
+        low, high = self.budget_bounds.lower, self.budget_bounds.upper
+        if not low <= self.t_budget <= high:
+            field = "t_budget_min" if self.t_budget < low else "t_budget_max"
+            raise ValueError(
+                f"{field}: t_budget ({self.t_budget}) must lie in [t_budget_min, t_budget_max]"
+                f" = [{low}, {high}]"
             )
         if self.clock == "virtual" and self.fleet is None:
             raise ValueError("clock: virtual needs a fleet file (field 'fleet')")
@@ -138,6 +156,13 @@ class JobConfig(BaseModel):
         if cls is not None and "t_budget" in cls.Knobs.model_fields and "t_budget" not in knobs:
             knobs["t_budget"] = self.t_budget
         return knobs
+
+    @property
+    def budget_bounds(self) -> BudgetBounds:
+        """The budget pacer's bounds: the job's, or t_budget / 4 to 4 * t_budget."""
+        lower = self.t_budget_min if self.t_budget_min is not None else self.t_budget / 4.0
+        upper = self.t_budget_max if self.t_budget_max is not None else self.t_budget * 4.0
+        return BudgetBounds(lower=lower, upper=max(lower, upper))
 
     @property
     def dispatch_count(self) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from edge_agent.compat import TaskGroup
+from edge_agent.error_feedback import ResidualStore
 from edge_agent.link_shaper import LinkShaper
 from edge_agent.measurements import Measurements
 from edge_agent.model_store import GlobalModel, ModelStore
@@ -118,7 +119,9 @@ class EdgeAgent:
         telemetry_mode: str = "live",
         packages: AgentPackages | None = None,
         validate_fn: ValidateFn | None = None,
+        residuals: ResidualStore | None = None,
     ) -> None:
+        """``residuals``: error-feedback memory, shared by an emulator's agents."""
         self.identity = identity
         self.profile = identity.profile  # refreshed with measurements after each job's first task
         self.broker = broker
@@ -130,6 +133,7 @@ class EdgeAgent:
         self.subscribe_models = subscribe_models
         self.packages = packages
         self.validate_fn = validate_fn
+        self.residuals = residuals if residuals is not None else ResidualStore()
         self._link = bus.Link()
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -489,7 +493,7 @@ class EdgeAgent:
                     wall_duration=self.monotonic() - received - validated,
                 ),
             )
-        meta, tensors = build_update(task, self.agent_id, plan, model, folded)
+        meta, tensors = build_update(task, self.agent_id, plan, model, folded, self.residuals)
         meta = meta.model_copy(update={"resources": self.resources.end()})
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:

@@ -26,6 +26,7 @@ from edge_agent.adaptive import StepCost, run_adaptive
 from edge_agent.agent import MODEL_QOS, AgentIdentity, EdgeAgent, UpdatePlan
 from edge_agent.compat import TaskGroup
 from edge_agent.compression import upload_bytes
+from edge_agent.error_feedback import ResidualStore
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.packages import AgentPackages
 from edge_agent.profile import DataSpec, partition_size
@@ -232,6 +233,8 @@ class Emulator:
         self.lock = asyncio.Lock()
         self.listener = ModelListener(broker, self.models, f"{name}-models")
         train_fn = VirtualTraining(self.trainer, fleet)
+        # One bounded error-feedback memory for every agent of the process.
+        self.residuals = ResidualStore()
         self.agents = [
             EdgeAgent(
                 AgentIdentity(
@@ -244,6 +247,7 @@ class Emulator:
                 train_fn=train_fn,
                 subscribe_models=False,
                 packages=packages,
+                residuals=self.residuals,
             )
             for p in profiles
         ]

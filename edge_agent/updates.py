@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge_agent.compression import effective_keep, sparsify
+from edge_agent.error_feedback import ResidualStore, compress_with_memory
 from edge_agent.model_store import GlobalModel
 from edge_agent.trainer import TrainOutcome
 from fedbus.protocol.codec import SparseTensor, Tensor
@@ -53,15 +54,25 @@ def build_update(
     plan: UpdatePlan,
     model: GlobalModel,
     validation: ResultMeta | None = None,
+    residuals: ResidualStore | None = None,
 ) -> tuple[UpdateMeta, dict[str, Tensor]]:
-    """The update message: dense named deltas, or one sparse flat delta below keep 1."""
+    """The update message: dense named deltas, or one sparse flat delta below keep 1.
+
+    With the task's ``error_feedback`` and a ``residuals`` store, the delta first takes
+    back what this agent's last upload for the job dropped (:mod:`edge_agent.error_feedback`).
+    """
     outcome = plan.outcome
     value_dtype = np.float16 if task.config.value_dtype == "float16" else np.float32
     tensors: dict[str, Tensor] = {}
     encoding = "none"
     # The norm of what is uploaded (the top-k part when sparse), PyramidFL's gradient size.
     grad_norm = 0.0
-    if outcome.success:
+    if outcome.success and task.config.error_feedback and residuals is not None:
+        outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
+        tensors, encoding, grad_norm = compress_with_memory(
+            task, agent_id, outcome, model, residuals, value_dtype
+        )
+    elif outcome.success:
         outcome.keep_frac = effective_keep(outcome.delta.size, outcome.keep_frac, value_dtype)
         if outcome.keep_frac < 1.0:
             sparse = sparsify(outcome.delta, outcome.keep_frac, value_dtype)

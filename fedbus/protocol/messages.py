@@ -186,6 +186,8 @@ class TrainConfig(BaseModel):
     min_payload_frac: float = 0.3
     run_phase_2: bool = True
     keep_frac: float = Field(1.0, gt=0, le=1)
+    # Error feedback: add what top-k dropped from this job's last update to the next one.
+    error_feedback: bool = False
     value_dtype: Literal["float32", "float16"] = "float32"
     # Virtual clock: the agent reports the time model's durations instead of measured ones.
     clock: Literal["wall", "virtual"] = "wall"

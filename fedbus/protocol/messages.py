@@ -10,7 +10,6 @@ Every model carries ``schema_version``; a receiver rejects versions it does not 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedbus.protocol.codec import Envelope, Tensor, decode, encode
 from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.json_bounds import MAX_JSON_BYTES, load_json
 from fedbus.protocol.topics import check_id
 
 SCHEMA_VERSION = 1
@@ -276,12 +276,20 @@ def encode_json(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode_json(model: type[M], payload: bytes | bytearray, what: str | None = None) -> M:
+def decode_json(
+    model: type[M],
+    payload: bytes | bytearray,
+    what: str | None = None,
+    *,
+    max_bytes: int = MAX_JSON_BYTES,
+) -> M:
+    """Parse and validate a JSON payload within the bounds of :mod:`json_bounds`.
+
+    Every defect, however hostile (nesting that would exhaust the stack, integers of
+    thousands of digits, invalid UTF-8, NaN), is an InvalidMessage, never another error.
+    """
     what = what or model.__name__
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage("malformed", f"{what}: not JSON: {exc}") from exc
+    data = load_json(payload, what, max_bytes=max_bytes)
     return _validate(model, data, what)
 
 

@@ -157,7 +157,25 @@ def parse_job(data: Any, source: str) -> JobConfig:
             f"{source}: field initial_model: no such file {config.initial_model!r} "
             "(make it with `coordinator seed JOB.yaml`)"
         )
+    _check_resources(config, source)
     return config
+
+
+def _check_resources(config: JobConfig, source: str) -> None:
+    """What the coordinator itself will load is checked at submit, not when the job starts:
+    its entry points import and are callable, its fleet file exists."""
+    from fedbus.protocol.entry_points import EntryPointError, resolve
+
+    for field in ("model", "test_data"):
+        spec = getattr(config, field)
+        if spec is None:
+            continue
+        try:
+            resolve(spec)
+        except EntryPointError as exc:
+            raise JobConfigError(f"{source}: field {field}: {exc}") from exc
+    if config.fleet is not None and not Path(config.fleet).is_file():
+        raise JobConfigError(f"{source}: field fleet: no such file {config.fleet!r}")
 
 
 def _check_plugins(config: JobConfig, source: str) -> None:

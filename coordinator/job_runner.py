@@ -297,6 +297,10 @@ class JobRunner:
 
         self._model_sending.add_done_callback(reuse)
 
+    def expire_chunks(self, now: float) -> None:
+        """Free chunked updates that stopped half way (the service calls this on a timer)."""
+        self._chunks.expire(now)
+
     async def republish(self) -> None:
         """After a reconnect: the broker may have lost retained messages in a crash."""
         if hasattr(self, "global_flat"):
@@ -715,6 +719,8 @@ class JobRunner:
             virtual_duration=virtual_duration,
         )
         report.extra["failed"] = sorted(failures)
+        # Why each failed (an untrusted entry point, a crash in training): shown to operators.
+        report.extra["failure_reasons"] = {a: failures[a].reason[:200] for a in sorted(failures)}
         report.extra["durations"] = {a: durations[a] for a in sorted(durations) if a in dispatched}
         report.extra["update_bytes"] = {a: r.nbytes for a, r in sorted(replies.items())}
         report.extra["keep_frac_all"] = {a: r.meta.keep_frac for a, r in sorted(replies.items())}
@@ -1088,6 +1094,10 @@ class JobRunner:
                     self._take_result(item)
             except Rejected as exc:
                 self._count_rejected(exc, item.kind, item.agent)
+            except Exception as exc:  # issue #16: no message ends the job (counted, logged)
+                self._count_rejected(
+                    Rejected(f"error:{type(exc).__name__}", str(exc)), item.kind, item.agent
+                )
             finally:
                 self._ingest_seconds += time.perf_counter() - began
 

@@ -130,7 +130,8 @@ class EdgeAgent:
         """
         async with asyncio.TaskGroup() as group:
             group.create_task(self._work(), name=f"{self.agent_id}-work")
-            await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._link.down)
+            where = f"agent {self.agent_id} at {self.broker.host}:{self.broker.port}"
+            await bus.run_with_reconnect(self._session, where, self._link.down)
 
     @property
     def connected(self) -> asyncio.Event:
@@ -188,7 +189,7 @@ class EdgeAgent:
             elif parsed.kind is TopicKind.AGENT_TASKS:
                 task, _ = decode_envelope(Task, payload)
                 self._queue.put_nowait(task)
-        except FedbusProtocolError as exc:
+        except Exception as exc:  # no message ends the agent (issue #16): drop it and serve on
             log.warning("agent %s: dropped message on %s: %s", self.agent_id, message.topic, exc)
 
     async def _work(self) -> None:

@@ -14,17 +14,43 @@ from edge_agent.model_store import ModelStore
 from edge_agent.profile import DataSpec, detect_profile, partition_size
 from edge_agent.trainer import LocalTrainer
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED
 from fedbus.protocol.messages import Scalar
 from fedbus.protocol.topics import check_id
 
 
+class UsageError(ValueError):
+    """A bad command-line input: printed as one line, exit code 2."""
+
+
+def check_device(device: str | None) -> None:
+    """A device this torch build has, else UsageError (not a traceback at the first task)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--device {device!r}: {exc}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device!r}: this torch build has no usable CUDA device")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device!r}: MPS is not available here")
+
+
+def trusted_prefixes(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(args.trust) if args.trust else DEFAULT_TRUSTED
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     check_id(args.id, "agent id")
+    check_device(args.device)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    trainer = LocalTrainer(args.device)
+    trainer = LocalTrainer(args.device, trusted=trusted_prefixes(args))
     trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
@@ -45,9 +71,13 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     from edge_agent.emulation import Emulator
     from fedbus.fleet import load_fleet
+    from fedbus.fleet.errors import FleetError
 
     torch.set_num_threads(args.threads or 1)
-    fleet = load_fleet(args.fleet)
+    try:
+        fleet = load_fleet(args.fleet)
+    except FleetError as exc:
+        raise UsageError(f"--fleet: {exc}") from exc
     emulator = Emulator(
         fleet,
         broker_settings(args),
@@ -77,6 +107,16 @@ def parse_data_args(text: str) -> dict[str, Scalar]:
 
 def data_spec(args: argparse.Namespace) -> DataSpec | None:
     return DataSpec(args.data, args.data_args) if args.data else None
+
+
+def add_trust_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="append",
+        metavar="MODULE_PREFIX",
+        help="module prefix whose entry points tasks may name (repeatable; default: "
+        f"{', '.join(DEFAULT_TRUSTED)}); a task naming anything else fails with the reason",
+    )
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
     add_data_args(run)
+    add_trust_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -137,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:  # UsageError, a bad id, an unreadable file
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

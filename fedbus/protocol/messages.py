@@ -71,11 +71,17 @@ class CoordinatorStatus(Message):
     ts: float = 0.0
     # A `coordinator serve` (subscribed to job submissions), not a one-job `run`.
     accepts_jobs: bool = False
+    # Inbound messages dropped since start, by reason (coordinator/rejections.py).
+    rejected: dict[str, int] = Field(default_factory=dict)
+    # Set in the last will: the jobs this coordinator was running when its connection was
+    # lost without a clean shutdown. Their retained job status still says "running".
+    orphaned: list[str] = Field(default_factory=list)
 
 
 class JobStatus(Message):
     job: str
-    state: Literal["pending", "running", "finished", "failed"]
+    # "stopped": its coordinator shut down cleanly mid-job; it resumes when one restarts.
+    state: Literal["pending", "running", "finished", "failed", "stopped"]
     round: int = 0
     rounds: int = 0
     phase: str = ""
@@ -86,6 +92,8 @@ class JobStatus(Message):
     rejected: dict[str, int] = Field(default_factory=dict)
     late: int = 0  # answers that came after their round closed (expected with over-commitment)
     ts: float = 0.0
+    reason: str | None = None  # why the job failed or was refused
+    coordinator: str | None = None  # the coordinator id running it
 
 
 class Telemetry(Message):
@@ -113,6 +121,9 @@ class JobSubmission(Message):
 
     config: dict[str, Any]
     source: str = "<submitted>"
+    # Start afresh when a run of this name exists with another configuration (the old
+    # run directory is moved aside); without it such a submission is refused.
+    new_run: bool = False
 
 
 # ---------------------------------------------------------------- tasks (msgpack)

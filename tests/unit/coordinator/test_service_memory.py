@@ -27,7 +27,8 @@ class _Group:
 async def test_objects_alive_when_a_job_has_loaded_its_model_are_frozen(tmp_path: Path) -> None:
     service = CoordinatorService(bus.BrokerSettings(), runs_dir=tmp_path)
     service._group = _Group()  # type: ignore[assignment]
-    service.submit(parse_job({"name": "j", "model": "m:make", "data": "m:load"}, "<test>"))
+    model = "fedbus.examples.digits:make_model"  # checked at submit: it must import
+    service.submit(parse_job({"name": "j", "model": model, "data": "m:load"}, "<test>"))
     runner = service.runners["j"]
     runner.events.publish = None  # no broker here
     gc.unfreeze()

@@ -24,6 +24,7 @@ from typing import Any
 
 from coordinator.config import JobConfig, JobConfigError, parse_job
 from coordinator.events import EventLog, EventName
+from coordinator.inbox import BoundedInbox
 from coordinator.job_claim import JobClaim, JobClaimed, check_run_dir, claim, holder_description
 from coordinator.job_runner import Inbound, JobRunner
 from coordinator.registry import AgentRegistry, Change
@@ -212,6 +213,11 @@ class CoordinatorService:
         except BaseException:
             held.release()
             raise
+        # What waits for the job is capped on bytes, per agent and in total (coordinator/inbox.py).
+        runner.inbox = BoundedInbox(
+            per_agent=2 * config.max_update_bytes + 2 * self.broker.chunk_size,
+            total=2 * config.dispatch_count * config.max_update_bytes,
+        )
         self._claims[config.name] = held
         return runner
 
@@ -424,9 +430,11 @@ class CoordinatorService:
                     log.debug("message for job %s, which is not running", parsed.job)
                     return
                 kind = "update" if parsed.kind is TopicKind.JOB_UPDATE else "result"
-                runner.inbox.put_nowait(
-                    Inbound(kind, parsed.agent or "", payload, time.monotonic())
-                )
+                item = Inbound(kind, parsed.agent or "", payload, time.monotonic())
+                if isinstance(runner.inbox, BoundedInbox):
+                    runner.inbox.offer(item)
+                else:
+                    runner.inbox.put_nowait(item)
             case TopicKind.JOB_SUBMIT:
                 self._submission(payload)
             case _:

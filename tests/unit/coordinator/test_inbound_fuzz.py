@@ -38,7 +38,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 TOPICS = Topics("fedbus")
-KNOWN = {"malformed", "schema", "oversized", "forged", "invalid_topic", "bad_job"}
+KNOWN = {"malformed", "schema", "oversized", "forged", "invalid_topic", "bad_job", "flooded"}
 
 # -- payload strategies ------------------------------------------------------------------
 
@@ -259,11 +259,17 @@ def test_event_decoding_only_ever_rejects(payload: bytes) -> None:
 
 # What a broker delivers: a concrete topic (no wildcards, not empty), anything else inside.
 concrete_topics = st.text(min_size=1, max_size=60).filter(lambda t: "+" not in t and "#" not in t)
-fedbus_topics = st.lists(
-    st.sampled_from(["fedbus", "jobs", "agents", "j", "a1", "updates", "status", "", "..", "x y"]),
-    min_size=1,
-    max_size=6,
-).map("/".join).filter(bool)
+fedbus_topics = (
+    st.lists(
+        st.sampled_from(
+            ["fedbus", "jobs", "agents", "j", "a1", "updates", "status", "", "..", "x y"]
+        ),
+        min_size=1,
+        max_size=6,
+    )
+    .map("/".join)
+    .filter(bool)
+)
 
 
 @FUZZ

@@ -79,12 +79,8 @@ async def test_a_refused_submission_exits_non_zero_with_the_coordinators_reason(
         first = await asyncio.to_thread(submit, job_file(tmp_path, "twice"), settings)
         assert first.returncode == 0, first.stdout + first.stderr
         # Execute: the same name again, with other hyper-parameters.
-        changed = (
-            job_file(tmp_path / "b", "twice", learning_rate=0.5)
-            if (tmp_path / "b").mkdir() is None
-            else None
-        )
-        assert changed is not None
+        (tmp_path / "b").mkdir()
+        changed = job_file(tmp_path / "b", "twice", learning_rate=0.5)
         done = await asyncio.to_thread(submit, changed, settings)
         # Assert: refused with the reason, and the running job is untouched.
         assert done.returncode == 1, done.stdout + done.stderr

@@ -131,6 +131,7 @@ class CoordinatorService:
         self._job_done = asyncio.Event()
         self._status_counts: dict[str, int] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.retained_cleared = 0  # agents' retained updates/results deleted
 
     @property
     def connected(self) -> asyncio.Event:
@@ -374,8 +375,11 @@ class CoordinatorService:
         )
         async with client:
             await client.subscribe(self.topics.all_agent_status(), qos=1)
-            await client.subscribe(self.topics.all_job_updates(), qos=1)
-            await client.subscribe(self.topics.all_job_results(), qos=1)
+            # Retain-as-published: a live update or result with the retain flag set is seen
+            # as retained, and cleared (see _clear_retained).
+            agent_data = bus.SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe(self.topics.all_job_updates(), options=agent_data)
+            await client.subscribe(self.topics.all_job_results(), options=agent_data)
             if self.accept_submissions:
                 await client.subscribe(self.topics.job_submit(), qos=1)
             await client.publish(status_topic, self._status("online"), qos=1, retain=True)
@@ -413,9 +417,32 @@ class CoordinatorService:
         """Handle one message in isolation: whatever it holds, the service keeps running."""
         topic = str(message.topic)
         try:
+            if message.retain and message.payload:
+                self._clear_retained(topic)
             self._dispatch(topic, message.payload)
         except Exception as exc:
             self.rejections.record(topic, exc, time.monotonic())
+
+    def _clear_retained(self, topic: str) -> None:
+        """Delete what an agent retained on its update or result topics.
+
+        The broker cannot refuse the retain flag per topic, so an agent could fill its
+        retained store (finding 5: 21 x 30 MiB on junk job topics, persisted and replayed
+        into every restart). Updates and results are never retained by fedbus: the
+        coordinator, which may write every topic, publishes the empty retained message
+        that deletes them, for any job, running here or not.
+        """
+        kind = self.topics.parse(topic).kind
+        if kind not in (TopicKind.JOB_UPDATE, TopicKind.JOB_RESULT) or self._group is None:
+            return
+        self.retained_cleared += 1
+        self._side(self._publish_empty_retained(topic), f"clear-{topic}")
+
+    async def _publish_empty_retained(self, topic: str) -> None:
+        client = self._link.client
+        if client is not None:
+            with contextlib.suppress(bus.MqttError):
+                await client.publish(topic, b"", qos=1, retain=True)
 
     def _dispatch(self, topic: str, payload: object) -> None:
         parsed = self.topics.parse(topic)

@@ -41,6 +41,21 @@ class AggregatorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TrustConfig(BaseModel):
+    """``trust:`` how far the coordinator believes what agents report
+    (coordinator/aggregation/trust.py, docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Cap an update's (and a validation result's) example count at the partition size the
+    # agent registered in its profile, when it registered one.
+    cap_by_profile: bool = True
+    # Cap every agent's example count at this (None: no job-wide cap).
+    max_examples: int | None = Field(None, ge=1)
+    # Scale updates longer than this many times the round's median update norm down to it
+    # (None: off, plain FedAvg).
+    norm_clip: float | None = Field(None, gt=0)
+
+
 class JobConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,6 +99,7 @@ class JobConfig(BaseModel):
 
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
 
     adaptive_training: bool = False
     clock: Literal["wall", "virtual"] = "wall"

@@ -31,6 +31,7 @@ import numpy as np
 from client_selectors import ClientProfile, ClientSelector, make_selector
 from coordinator import checkpoint, seed_model
 from coordinator.aggregation import UpdateStack, aggregate
+from coordinator.aggregation.trust import capped_weights, clip_rows, summarize
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
 from coordinator.registry import AgentRegistry
@@ -870,7 +871,11 @@ class JobRunner:
         kept = report.kept
         report.upload_bytes = sum(replies[a].nbytes for a in kept)
         rows = [replies[a].row for a in kept]
-        weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
+        # Issue #16 trust limits (coordinator/aggregation/trust.py): capped weights, norm clip.
+        weights = self._trusted_weights(kept, [replies[a].meta.num_examples for a in kept])
+        if self.config.trust.norm_clip is not None:
+            clipped = await asyncio.to_thread(clip_rows, stack, rows, self.config.trust.norm_clip)
+            report.extra["clipped"] = len(clipped)
         if self._delta_buffer is None or self._delta_buffer.shape != self.global_flat.shape:
             self._delta_buffer = np.empty_like(self.global_flat)
         # Into a reused buffer: a fresh 47 MB result costs as much as the FedAvg itself.
@@ -911,6 +916,14 @@ class JobRunner:
                 / 100.0,
                 num_samples=float(meta.num_examples),
             )
+
+    def _trusted_weights(self, agents: list[str], counts: list[int]) -> list[float]:
+        """Example counts capped by what each agent registered and the job's cap (#16)."""
+        registered = [getattr(self.registry.profile(a), "num_samples", None) for a in agents]
+        trust = self.config.trust
+        return capped_weights(
+            counts, registered, max_examples=trust.max_examples, cap_by_profile=trust.cap_by_profile
+        )
 
     def _eval_due(self, round_: int) -> bool:
         interval = self.config.eval_interval
@@ -1026,8 +1039,11 @@ class JobRunner:
         answered = [r for r in pending.results.values() if r.num_examples > 0]
         entry = pending.entry
         if answered:
-            weights = [r.num_examples for r in answered]
+            weights = self._trusted_weights(
+                [r.agent for r in answered], [r.num_examples for r in answered]
+            )
             entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
+            entry.update(summarize([r.accuracy for r in answered], weights).as_fields("accuracy"))
             entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
             entry["eval_agents"] = len(answered)
             self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]

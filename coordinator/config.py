@@ -51,6 +51,11 @@ class TrustConfig(BaseModel):
     cap_by_profile: bool = True
     # Cap every agent's example count at this (None: no job-wide cap).
     max_examples: int | None = Field(None, ge=1)
+    # Cap every update's weight at this many times the round's median weight (None: off).
+    median_weight_cap: float | None = Field(None, gt=0)
+    # The same for validation results when the job's accuracy is averaged over agents:
+    # one forged result then moves the mean by at most (1 - accuracy) x 2 / (n + 1).
+    metric_median_cap: float | None = Field(2.0, gt=0)
     # Scale updates longer than this many times the round's median update norm down to it
     # (None: off, plain FedAvg).
     norm_clip: float | None = Field(None, gt=0)

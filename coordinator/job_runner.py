@@ -872,7 +872,9 @@ class JobRunner:
         report.upload_bytes = sum(replies[a].nbytes for a in kept)
         rows = [replies[a].row for a in kept]
         # Issue #16 trust limits (coordinator/aggregation/trust.py): capped weights, norm clip.
-        weights = self._trusted_weights(kept, [replies[a].meta.num_examples for a in kept])
+        weights = self._trusted_weights(
+            kept, [replies[a].meta.num_examples for a in kept], self.config.trust.median_weight_cap
+        )
         if self.config.trust.norm_clip is not None:
             clipped = await asyncio.to_thread(clip_rows, stack, rows, self.config.trust.norm_clip)
             report.extra["clipped"] = len(clipped)
@@ -917,12 +919,18 @@ class JobRunner:
                 num_samples=float(meta.num_examples),
             )
 
-    def _trusted_weights(self, agents: list[str], counts: list[int]) -> list[float]:
-        """Example counts capped by what each agent registered and the job's cap (#16)."""
+    def _trusted_weights(
+        self, agents: list[str], counts: list[int], median_cap: float | None
+    ) -> list[float]:
+        """Example counts capped by what each agent registered and the job's caps (#16)."""
         registered = [getattr(self.registry.profile(a), "num_samples", None) for a in agents]
         trust = self.config.trust
         return capped_weights(
-            counts, registered, max_examples=trust.max_examples, cap_by_profile=trust.cap_by_profile
+            counts,
+            registered,
+            max_examples=trust.max_examples,
+            cap_by_profile=trust.cap_by_profile,
+            median_cap=median_cap,
         )
 
     def _eval_due(self, round_: int) -> bool:
@@ -1040,7 +1048,9 @@ class JobRunner:
         entry = pending.entry
         if answered:
             weights = self._trusted_weights(
-                [r.agent for r in answered], [r.num_examples for r in answered]
+                [r.agent for r in answered],
+                [r.num_examples for r in answered],
+                self.config.trust.metric_median_cap,
             )
             entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
             entry.update(summarize([r.accuracy for r in answered], weights).as_fields("accuracy"))

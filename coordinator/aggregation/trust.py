@@ -7,8 +7,9 @@ reported accuracy. What bounds it (the job's ``trust:`` settings, docs/security.
 
 - :func:`capped_weights`: an update's FedAvg weight is at most what the agent can hold:
   the partition size it registered in its profile (``cap_by_profile``, on by default: an
-  honest agent never reports more) and the job's ``max_examples``. The same cap applies to
-  validation results.
+  honest agent never reports more), the job's ``max_examples``, and optionally
+  ``median_weight_cap`` times the round's median count. Validation results get the same
+  caps, with the median cap on by default (``metric_median_cap``, 2x).
 - :func:`clip_rows`: optional (``norm_clip: c``): an update whose L2 norm exceeds ``c``
   times the median norm of the round is scaled down to it, so one noisy or scaled update
   moves the model no more than ``c`` honest ones. Off by default (FedAvg as published).
@@ -33,10 +34,14 @@ def capped_weights(
     *,
     max_examples: int | None,
     cap_by_profile: bool,
+    median_cap: float | None = None,
 ) -> list[float]:
-    """Each reported example count, capped by the agent's registered size and the job cap.
+    """Each reported example count, capped by the agent's registered size and the job cap,
+    then (``median_cap``) at that many times the median of the capped counts.
 
     ``registered[i]`` is the agent's profile ``num_samples`` (None or 0: unknown, no cap).
+    The median cap needs no registration: while most agents are honest, the median is an
+    honest count, so one agent's claim weighs at most ``median_cap`` honest agents.
     Every weight is at least 1 (an update with no examples still counts, as before).
     """
     weights = []
@@ -47,6 +52,9 @@ def capped_weights(
         if max_examples is not None:
             limit = min(limit, max_examples)
         weights.append(float(max(limit, 1)))
+    if median_cap is not None and weights:
+        bound = median_cap * float(np.median(weights))
+        weights = [min(w, bound) for w in weights]
     return weights
 
 

@@ -73,3 +73,11 @@ def test_a_forged_metric_shows_as_a_mean_far_from_the_median() -> None:
         "accuracy_median": capped.median,
         "accuracy_spread": capped.spread,
     }
+
+
+def test_the_median_cap_needs_no_registration() -> None:
+    reported = [45, 50, 40, 10**12]
+    weights = capped_weights(
+        reported, [None] * 4, max_examples=None, cap_by_profile=True, median_cap=2.0
+    )
+    assert weights == [45.0, 50.0, 40.0, 95.0]  # 2 x median(45, 50, 40, 1e12) = 95

@@ -258,13 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (JobConfigError, FedbusProtocolError, ValueError, OSError) as exc:
+    except (
+        JobConfigError,
+        FedbusProtocolError,
+        credentials.CredentialsError,
+        ValueError,
+        OSError,
+    ) as exc:
         # Bad input (a job file, an id, a path, a broker address): one line, exit 2.
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return 2
     except bus.MqttError as exc:
         where = getattr(args, "broker", "?")
-        console.print(f"[red]error:[/] cannot reach the MQTT broker at {where}: {exc}")
+        console.print(
+            f"[red]error:[/] cannot reach the MQTT broker at {where}: {exc}", soft_wrap=True
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -185,14 +185,19 @@ def parse_job(data: Any, source: str) -> JobConfig:
 def _check_resources(config: JobConfig, source: str) -> None:
     """What the coordinator itself will load is checked at submit, not when the job starts:
     its entry points import and are callable, its fleet file exists."""
-    from fedbus.protocol.entry_points import EntryPointError, resolve
+    from fedbus.protocol.entry_points import EntryPointError, find_module, resolve
 
     for field in ("model", "test_data"):
         spec = getattr(config, field)
         if spec is None:
             continue
         try:
-            resolve(spec)
+            if field == "model" and config.initial_model is not None and not config.test_data:
+                # The coordinator never builds this model (the seed file has its weights)
+                # and must not import torch for it: check the module exists, no more.
+                find_module(spec)
+            else:
+                resolve(spec)
         except EntryPointError as exc:
             raise JobConfigError(f"{source}: field {field}: {exc}") from exc
     if config.fleet is not None and not Path(config.fleet).is_file():

@@ -85,6 +85,7 @@ class CoordinatorService:
         self._status_counts: dict[str, int] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.retained_cleared = 0  # agents' retained updates/results deleted
+        self._shutdown_published = False
 
     @property
     def connected(self) -> asyncio.Event:
@@ -284,6 +285,13 @@ class CoordinatorService:
                     await self._final_publishes()
                     housekeeping.cancel()
                     connection.cancel()
+        except asyncio.CancelledError:
+            if not self._shutdown_published:
+                # Cancelled before (or while) a session was up: say so on a connection of
+                # its own, so no job stays "running" for ever.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._publish_shutdown_apart(), 2 * FINAL_PUBLISH_S)
+            raise
         finally:
             self._group = None
             for held in self._claims.values():
@@ -350,6 +358,10 @@ class CoordinatorService:
             finally:
                 self._link.down(client)
 
+    async def _publish_shutdown_apart(self) -> None:
+        async with bus.make_client(self.broker, self.coordinator_id) as client:
+            await self._publish_shutdown(client)
+
     async def _publish_shutdown(self, client: bus.Client) -> None:
         """On a clean shutdown: every job still running is "stopped" (it resumes on restart)."""
         for job in list(self.runners):
@@ -365,6 +377,7 @@ class CoordinatorService:
             qos=1,
             retain=True,
         )
+        self._shutdown_published = True
 
     def _route(self, message: bus.Message) -> None:
         """Handle one message in isolation: whatever it holds, the service keeps running."""

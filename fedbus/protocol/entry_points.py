@@ -11,6 +11,7 @@ reports the task as failed with that reason, which the coordinator shows.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,6 +59,20 @@ def is_trusted(module_name: str, trusted: Sequence[str]) -> bool:
     """``module_name`` is one of ``trusted`` or inside one of them (``a.b`` trusts ``a.b.c``,
     not ``a.bc``)."""
     return any(module_name == p or module_name.startswith(p + ".") for p in trusted)
+
+
+def find_module(spec: str) -> None:
+    """Check that ``spec``'s module exists without running it (EntryPointError if not)."""
+    spec = canonical(spec)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise EntryPointError(f"entry point {spec!r} must look like 'package.module:callable'")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:  # a parent package that is missing or broken
+        raise EntryPointError(f"entry point {spec!r}: cannot find {module_name!r}: {exc}") from exc
+    if found is None:
+        raise EntryPointError(f"entry point {spec!r}: no module named {module_name!r}")
 
 
 def resolve(spec: str, trusted: Sequence[str] | None = None) -> Callable[..., Any]:

@@ -85,6 +85,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         offset=args.offset,
         name=args.name,
         data=data_spec(args),
+        trusted=trusted_prefixes(args),
     )
     print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     emulate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     add_data_args(emulate)
+    add_trust_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 

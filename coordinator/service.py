@@ -186,9 +186,14 @@ class CoordinatorService:
         self._job_done.set()
 
     def _side(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """A publish the service waits for before it exits (refusals, failures)."""
+        """A publish beside the jobs (refusals, republishing, clearing retained data); the
+        service waits for them before it exits."""
         assert self._group is not None
-        task = self._group.create_task(work, name=name)
+        try:
+            task = self._group.create_task(work, name=name)
+        except RuntimeError:  # the group is shutting down (a session came up as it ended)
+            work.close()
+            return
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -285,10 +290,10 @@ class CoordinatorService:
                     await self._final_publishes()
                     housekeeping.cancel()
                     connection.cancel()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, interrupted, or a task of the group crashed
             if not self._shutdown_published:
-                # Cancelled before (or while) a session was up: say so on a connection of
-                # its own, so no job stays "running" for ever.
+                # No session said so (it was not up, or it ended another way): say so on a
+                # connection of its own, so no job stays "running" for ever.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._publish_shutdown_apart(), 2 * FINAL_PUBLISH_S)
             raise
@@ -347,7 +352,7 @@ class CoordinatorService:
             self._link.up(client)
             if self._group is not None:
                 for runner in list(self.runners.values()):
-                    self._group.create_task(runner.republish(), name=f"republish-{runner.job}")
+                    self._side(runner.republish(), f"republish-{runner.job}")
             try:
                 async for message in bus.messages(client):
                     self._route(message)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import subprocess
 from pathlib import Path
 
 from coordinator.service import CoordinatorService
@@ -15,13 +15,15 @@ from .conftest import job_config
 
 
 async def retained(settings: bus.BrokerSettings, topic: str) -> bytes:
-    client = bus.make_client(settings, f"reader-{time.monotonic_ns()}", persistent=False)
-    async with client, asyncio.timeout(10):
-        await client.subscribe(topic, qos=1)
-        async for message in bus.messages(client):
-            assert isinstance(message.payload, bytes)
-            return message.payload
-    raise AssertionError(f"nothing retained on {topic}")
+    """The retained message on ``topic``, read by a client of another process (mosquitto_sub)."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["mosquitto_sub", "-p", str(settings.port), "-t", topic, "-C", "1", "-W", "10"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, f"nothing retained on {topic}: {done.stderr!r}"
+    return done.stdout.rstrip(b"\n")
 
 
 async def test_a_clean_shutdown_marks_running_jobs_stopped(

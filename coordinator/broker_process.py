@@ -1,10 +1,16 @@
 """Start and stop a local mosquitto from the repo's ``mosquitto.conf`` (demo and tests).
 
-The shipped config is copied with the dev listener's port and the persistence directory
-rewritten, so a run never collides with a broker already on 1883 and every test gets its
-own state. The secure listener (``listener 1884``) moves to a free loopback port too, and
-relative file paths (password file, ACL, certificates) are made absolute against the
-repository root, because mosquitto resolves them against its working directory.
+The shipped config is copied with the persistence directory rewritten, so every run gets
+its own state, and its secure listener (``listener 1883``) moved to a free loopback port,
+so a run never collides with a broker already on 1883. Relative file paths (password
+file, ACL, certificates) are made absolute against the repository root, because mosquitto
+resolves them against its working directory.
+
+The shipped config has no anonymous listener. Tests and benchmarks that talk to the
+broker without logging in ask for ``anonymous_loopback``: the launcher then appends the
+loopback-only listener of ``deploy/mosquitto/dev-anonymous.conf`` on a free port of its
+own (``port``). The demo does not: it runs on the secure listener with credentials it
+generates.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
-SECURE_LISTENER = 1884  # the port of the shipped secure (password + ACL) listener
+DEV_CONF = REPO_CONF.parent / "deploy" / "mosquitto" / "dev-anonymous.conf"
+SECURE_LISTENER = 1883  # the port of the shipped secure (password + ACL) listener
 _PATH_OPTIONS = (
     "password_file|acl_file|psk_file|cafile|capath|certfile|keyfile|crlfile|dhparamfile|include_dir"
 )
@@ -48,7 +55,7 @@ def find_mosquitto() -> str:
 
 def render_config(
     base: str,
-    port: int,
+    port: int | None,
     data_dir: Path,
     extra: str = "",
     *,
@@ -58,12 +65,12 @@ def render_config(
 ) -> str:
     """The shipped config with the launcher's ports and paths; ``extra`` is appended.
 
+    ``port`` (when not None) is the loopback anonymous listener of DEV_CONF, appended;
     ``secure_port`` moves the secure listener to that loopback port (None leaves it as
     shipped); ``password_file`` replaces the file it names; other relative file paths are
     resolved against ``base_dir``.
     """
-    text = re.sub(r"(?m)^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", base)
-    text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", text)
+    text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data_dir}/", base)
     if secure_port is not None:
         text = re.sub(
             rf"(?m)^listener {SECURE_LISTENER}$", f"listener {secure_port} 127.0.0.1", text
@@ -75,11 +82,17 @@ def render_config(
         return f"{match[1]} {(base_dir / match[2]).resolve()}"
 
     text = re.sub(rf"(?m)^({_PATH_OPTIONS}) +([^/\s]\S*)$", absolute, text)
+    if port is not None:
+        dev = re.sub(
+            r"(?m)^listener \d+ 127\.0\.0\.1$", f"listener {port} 127.0.0.1", DEV_CONF.read_text()
+        )
+        text = text.rstrip() + "\n\n" + dev
     return text + ("\n" + extra if extra else "")
 
 
 @dataclass
 class BrokerProcess:
+    # The anonymous loopback listener's port; without one, the secure listener's.
     port: int
     directory: Path
     conf_path: Path
@@ -95,18 +108,22 @@ class BrokerProcess:
         *,
         secure_port: int | None = None,
         password_file: Path | None = None,
+        anonymous_loopback: bool = True,
     ) -> BrokerProcess:
-        """``password_file`` replaces the shipped (empty) one of the secure listener."""
+        """``password_file`` replaces the shipped (empty) one of the secure listener;
+        ``anonymous_loopback`` adds the dev listener (tests, benchmarks; never the demo)."""
         directory.mkdir(parents=True, exist_ok=True)
         data = directory / "data"
         data.mkdir(exist_ok=True)
-        port = port or free_port()
+        port = (port or free_port()) if anonymous_loopback else None
         base = REPO_CONF.read_text()
         if re.search(rf"(?m)^listener {SECURE_LISTENER}$", base) is None:
             secure_port = None
         else:
             while secure_port is None or secure_port == port:
                 secure_port = free_port()
+        if port is None and secure_port is None:
+            raise BrokerError(f"{REPO_CONF} has no listener {SECURE_LISTENER} to start")
         text = render_config(
             base,
             port,
@@ -121,7 +138,9 @@ class BrokerProcess:
             text = "user root\n" + text
         conf = directory / "mosquitto.conf"
         conf.write_text(text)
-        return cls(port, directory, conf, secure_port=secure_port)
+        listening = port if port is not None else secure_port
+        assert listening is not None
+        return cls(listening, directory, conf, secure_port=secure_port)
 
     def start(self, timeout: float = 10.0) -> None:
         log = (self.directory / "mosquitto.log").open("ab")

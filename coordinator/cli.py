@@ -34,6 +34,12 @@ from fedbus.protocol.topics import Topics
 console = Console(highlight=False)
 # The broker sends a retained message right after SUBACK; none by then means none at all.
 SUBMIT_STATUS_WAIT_S = 3.0
+# Loading the model takes a few seconds; a refusal comes at once.
+SUBMIT_ANSWER_WAIT_S = 30.0
+NEW_RUN_HELP = (
+    "when the job has a run with another configuration, move that run aside and start "
+    "afresh (without it such a job is refused)"
+)
 
 
 def print_round(event: Event) -> None:
@@ -87,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         accept_submissions=False,
         on_runner=on_runner,
     )
-    service.submit(config)
+    service.submit(config, new_run=args.new_run)
     results = asyncio.run(
         with_telemetry(
             service.serve(exit_when_idle=True),
@@ -97,7 +103,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.metrics_host,
         )
     )
-    return 0 if results.get(config.name) else 1
+    if results.get(config.name):
+        return 0
+    reason = service.failures.get(config.name, "see the events log")
+    console.print(f"[red]job {config.name} failed:[/] {reason}")
+    return 1
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -143,36 +153,80 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     config = load_job(args.job)  # validate locally first: errors name the file and field
     data = yaml.safe_load(Path(args.job).read_text())
-    payload = encode_json(JobSubmission(config=data, source=str(args.job)))
-
+    payload = encode_json(JobSubmission(config=data, source=str(args.job), new_run=args.new_run))
     topics = Topics(args.prefix)
+    settings = broker_settings(args)
 
-    async def send() -> CoordinatorStatus | None:
-        client = bus.make_client(broker_settings(args), f"submit-{config.name}", persistent=False)
+    async def send() -> tuple[CoordinatorStatus | None, Event | None]:
+        client = bus.make_client(settings, f"submit-{config.name}", persistent=False)
         async with client:
-            status = await retained_status(client, topics.coordinator_status())
-            if status is not None and status.accepts_jobs:
-                await client.publish(topics.job_submit(), payload, qos=1)
-            return status
+            status = await serving_coordinator(client, topics)
+            if status is None:
+                return None, None
+            await client.subscribe(topics.job_events(config.name), qos=1)
+            await client.publish(topics.job_submit(), payload, qos=1)
+            return status, await first_job_event(client, args.wait)
 
-    status = asyncio.run(send())
-    if status is None or not status.accepts_jobs:
+    status, event = asyncio.run(send())
+    if status is None:
         # Submissions are not retained: with no `coordinator serve` session to queue it
         # for, the broker would drop it without a word.
-        seen = "none" if status is None else f"a one-job `coordinator run` ({status.state})"
         console.print(
-            f"[red]not submitted:[/] no `coordinator serve` has connected to this broker "
-            f"under prefix {args.prefix!r} (coordinator status: {seen}); start one first"
+            f"[red]not submitted:[/] no `coordinator serve` has connected to the broker at "
+            f"{settings.host}:{settings.port} under prefix {args.prefix!r}; start one first"
         )
         return 2
-    if status.state == "offline":
+    if event is not None and event.event == "JOB_FAILED":
+        console.print(
+            f"[red]refused:[/] coordinator {status.coordinator}: {event.data.get('reason')}"
+        )
+        return 1
+    if event is not None:
+        console.print(f"submitted job {config.name}: {event.event} on {status.coordinator}")
+    elif status.state == "offline":
         console.print(
             f"submitted job {config.name}; coordinator {status.coordinator} is offline, "
             "its session gets the job when it reconnects (within its session expiry)"
         )
     else:
-        console.print(f"submitted job {config.name}")
+        console.print(
+            f"submitted job {config.name} to {status.coordinator}; it has not started "
+            f"within {args.wait:g}s (watch {topics.job_status(config.name)})"
+        )
     return 0
+
+
+async def serving_coordinator(
+    client: bus.Client, topics: Topics, wait: float = SUBMIT_STATUS_WAIT_S
+) -> CoordinatorStatus | None:
+    """A `coordinator serve` that takes submissions: an online one if any, else an offline
+    one (its persistent session queues the job), else None."""
+    await client.subscribe(topics.all_coordinator_status(), qos=1)
+    found: list[CoordinatorStatus] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            async for message in client.messages:
+                with contextlib.suppress(FedbusProtocolError):
+                    status = decode_json(CoordinatorStatus, bytes(message.payload))  # type: ignore[arg-type]
+                    if status.accepts_jobs:
+                        found.append(status)
+                        if status.state == "online":
+                            break
+    found.sort(key=lambda s: s.state != "online")
+    return found[0] if found else None
+
+
+async def first_job_event(client: bus.Client, wait: float) -> Event | None:
+    """The job's first event after a submission: it started, resumed, or was refused."""
+    answers = {"JOB_BEGIN", "JOB_RESUMED", "JOB_FAILED"}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            async for message in client.messages:
+                with contextlib.suppress(FedbusProtocolError):
+                    event = decode_json(Event, bytes(message.payload))  # type: ignore[arg-type]
+                    if event.event in answers:
+                        return event
+    return None
 
 
 async def retained_status(
@@ -211,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--quiet", action="store_true")
     add_metrics_args(run)
+    run.add_argument("--new-run", action="store_true", help=NEW_RUN_HELP)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -239,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
 
     submit = sub.add_parser("submit", help="hand a job to a running `coordinator serve`")
     submit.add_argument("job")
+    submit.add_argument("--new-run", action="store_true", help=NEW_RUN_HELP)
+    submit.add_argument(
+        "--wait",
+        type=float,
+        default=SUBMIT_ANSWER_WAIT_S,
+        help="seconds to wait for the job to start or be refused",
+    )
     add_broker_args(submit)
     submit.set_defaults(func=cmd_submit)
 
@@ -258,8 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except JobConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (
+        JobConfigError,
+        FedbusProtocolError,
+        credentials.CredentialsError,
+        ValueError,
+        OSError,
+    ) as exc:
+        # Bad input (a job file, an id, a path, a broker address): one line, exit 2.
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return 2
+    except bus.MqttError as exc:
+        where = getattr(args, "broker", "?")
+        console.print(
+            f"[red]error:[/] cannot reach the MQTT broker at {where}: {exc}", soft_wrap=True
+        )
         return 2
     except KeyboardInterrupt:
         return 130

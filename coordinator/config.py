@@ -45,6 +45,26 @@ class AggregatorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TrustConfig(BaseModel):
+    """``trust:`` how far the coordinator believes what agents report
+    (coordinator/aggregation/trust.py, docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Cap an update's (and a validation result's) example count at the partition size the
+    # agent registered in its profile, when it registered one.
+    cap_by_profile: bool = True
+    # Cap every agent's example count at this (None: no job-wide cap).
+    max_examples: int | None = Field(None, ge=1)
+    # Cap every update's weight at this many times the round's median weight (None: off).
+    median_weight_cap: float | None = Field(None, gt=0)
+    # The same for validation results when the job's accuracy is averaged over agents:
+    # one forged result then moves the mean by at most (1 - accuracy) x 2 / (n + 1).
+    metric_median_cap: float | None = Field(2.0, gt=0)
+    # Scale updates longer than this many times the round's median update norm down to it
+    # (None: off, plain FedAvg).
+    norm_clip: float | None = Field(None, gt=0)
+
+
 class JobConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -97,6 +117,7 @@ class JobConfig(BaseModel):
     # the multi-job scheduler never asks the others.
     requires: Requirements = Field(default_factory=Requirements)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
 
     adaptive_training: bool = False
     clock: Literal["wall", "virtual"] = "wall"
@@ -199,7 +220,30 @@ def parse_job(data: Any, source: str) -> JobConfig:
             f"{source}: field initial_model: no such file {config.initial_model!r} "
             "(make it with `coordinator seed JOB.yaml`)"
         )
+    _check_resources(config, source)
     return config
+
+
+def _check_resources(config: JobConfig, source: str) -> None:
+    """What the coordinator itself will load is checked at submit, not when the job starts:
+    its entry points import and are callable, its fleet file exists."""
+    from fedbus.protocol.entry_points import EntryPointError, find_module, resolve
+
+    for field in ("model", "test_data"):
+        spec = getattr(config, field)
+        if spec is None:
+            continue
+        try:
+            if field == "model" and config.initial_model is not None and not config.test_data:
+                # The coordinator never builds this model (the seed file has its weights)
+                # and must not import torch for it: check the module exists, no more.
+                find_module(spec)
+            else:
+                resolve(spec)
+        except EntryPointError as exc:
+            raise JobConfigError(f"{source}: field {field}: {exc}") from exc
+    if config.fleet is not None and not Path(config.fleet).is_file():
+        raise JobConfigError(f"{source}: field fleet: no such file {config.fleet!r}")
 
 
 def _check_plugins(config: JobConfig, source: str) -> None:

@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def serve_metrics(
-    metrics: MetricsRegistry, port: int, host: str = "127.0.0.1"
-) -> WSGIServer:
+def serve_metrics(metrics: MetricsRegistry, port: int, host: str = "127.0.0.1") -> WSGIServer:
     """Serve ``/metrics`` on ``host:port`` (0: a free port, see ``server.server_port``)."""
     server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     return server

@@ -193,7 +193,8 @@ class EdgeAgent:
             group.create_task(self._work(), name=f"{self.agent_id}-work")
             if self.telemetry is not None:
                 group.create_task(self.telemetry.run(), name=f"{self.agent_id}-telemetry")
-            await bus.run_with_reconnect(self._session, f"agent {self.agent_id}", self._link.down)
+            where = f"agent {self.agent_id} at {self.broker.host}:{self.broker.port}"
+            await bus.run_with_reconnect(self._session, where, self._link.down)
 
     @property
     def connected(self) -> asyncio.Event:
@@ -278,7 +279,7 @@ class EdgeAgent:
                 task, _ = decode_envelope(Task, payload)
                 self._received[task.task_id] = began
                 self._queue.put_nowait(task)
-        except FedbusProtocolError as exc:
+        except Exception as exc:  # no message ends the agent (issue #16): drop it and serve on
             log.warning("agent %s: dropped message on %s: %s", self.agent_id, message.topic, exc)
 
     async def _receive_model(self, job: str, payload: bytes | bytearray, began: float) -> None:

@@ -20,17 +20,43 @@ from edge_agent.trainer import LocalTrainer
 from edge_agent.wall_training import WARMUP_STEPS
 from fedbus.protocol import env_config
 from fedbus.protocol.broker_args import add_broker_args, broker_settings
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED
 from fedbus.protocol.messages import AgentProfile, Scalar, TrainConfig
 from fedbus.protocol.topics import check_id
 
 
+class UsageError(ValueError):
+    """A bad command-line input: printed as one line, exit code 2."""
+
+
+def check_device(device: str | None) -> None:
+    """A device this torch build has, else UsageError (not a traceback at the first task)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--device {device!r}: {exc}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device!r}: this torch build has no usable CUDA device")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device!r}: MPS is not available here")
+
+
+def trusted_prefixes(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(args.trust) if args.trust else DEFAULT_TRUSTED
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     check_id(args.id, "agent id")
+    check_device(args.device)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    trainer = LocalTrainer(args.device, slowdown=args.slowdown)
+    trainer = LocalTrainer(args.device, slowdown=args.slowdown, trusted=trusted_prefixes(args))
     trainer.warm_up()
     data = data_spec(args)
     size = partition_size(trainer, data, args.partition) if data is not None else None
@@ -73,9 +99,13 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     from edge_agent.emulation import Emulator
     from fedbus.fleet import load_fleet
+    from fedbus.fleet.errors import FleetError
 
     torch.set_num_threads(args.threads or 1)
-    fleet = load_fleet(args.fleet)
+    try:
+        fleet = load_fleet(args.fleet)
+    except FleetError as exc:
+        raise UsageError(f"--fleet: {exc}") from exc
     emulator = Emulator(
         fleet,
         broker_settings(args),
@@ -85,6 +115,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         name=args.name,
         data=data_spec(args),
         packages=package_cli.agent_packages(args),
+        trusted=trusted_prefixes(args),
     )
     print(f"emulating {len(emulator.agents)} agents of {args.fleet}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -160,6 +191,16 @@ def link_rate(text: str) -> float:
 
 def data_spec(args: argparse.Namespace) -> DataSpec | None:
     return DataSpec(args.data, args.data_args) if args.data else None
+
+
+def add_trust_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="append",
+        metavar="MODULE_PREFIX",
+        help="module prefix whose entry points tasks may name (repeatable; default: "
+        f"{', '.join(DEFAULT_TRUSTED)}); a task naming anything else fails with the reason",
+    )
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the Flower context's num-partitions (its partition-id is --partition)",
     )
     package_cli.add_trust_args(run)
+    add_trust_args(run)
     add_broker_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -290,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_data_args(emulate)
     package_cli.add_trust_args(emulate)
+    add_trust_args(emulate)
     add_broker_args(emulate)
     emulate.set_defaults(func=cmd_emulate)
 
@@ -311,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:  # UsageError, a bad id, an unreadable file
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

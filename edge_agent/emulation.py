@@ -43,7 +43,7 @@ from fedbus.fleet.virtual_round import (
     upload_seconds,
 )
 from fedbus.protocol import bus, formulas
-from fedbus.protocol.errors import FedbusProtocolError
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED
 from fedbus.protocol.messages import AgentProfile, Task, Timings
 from fedbus.protocol.topics import Topics
 
@@ -167,7 +167,7 @@ class ModelListener:
                 if isinstance(payload, bytes | bytearray):
                     try:
                         await self.models.offer(payload, key=str(message.topic).split("/model")[0])
-                    except FedbusProtocolError as exc:
+                    except Exception as exc:  # no message ends the emulator (issue #16)
                         log.warning("model listener: dropped model: %s", exc)
 
 
@@ -220,14 +220,16 @@ class Emulator:
         name: str = "emulator",
         data: DataSpec | None = None,
         packages: AgentPackages | None = None,
+        trusted: Sequence[str] = DEFAULT_TRUSTED,
     ) -> None:
         """``data``: the job's data, to report each agent's training-set size in its profile.
 
         ``packages``: compute packages, shared by every emulated agent (one fetch per process).
+        ``trusted``: the module prefixes whose entry points tasks may name.
         """
         profiles = list(fleet)[offset : offset + count if count is not None else None]
         self.broker = broker
-        self.trainer = LocalTrainer(device)
+        self.trainer = LocalTrainer(device, trusted=trusted)
         sizes = fleet_sizes(self.trainer, data, profiles)
         self.models = ModelStore()
         self.lock = asyncio.Lock()

@@ -37,6 +37,20 @@ class ModelStore:
         self._chunks = chunking.Reassembler(
             max_bytes=max_model_bytes, max_pending_bytes=2 * max_model_bytes, timeout=600.0
         )
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def _schedule_expiry(self) -> None:
+        """Free a model transfer that stopped half way on a timer, not only when another
+        transfer starts (the same Reassembler as the coordinator's, issue #16)."""
+        if self._expiry is not None or not self._chunks.pending_bytes:
+            return
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(self._chunks.timeout / 4, self._expire_tick)
+
+    def _expire_tick(self) -> None:
+        self._expiry = None
+        self._chunks.expire(time.monotonic())
+        self._schedule_expiry()
 
     def latest(self, job: str) -> GlobalModel | None:
         return self._models.get(job)
@@ -56,6 +70,7 @@ class ModelStore:
             return None  # a cleared retained message
         if chunking.is_chunk(payload):
             done = self._chunks.offer_unverified(key, payload, time.monotonic())
+            self._schedule_expiry()
             if done is None:
                 return None
             payload = await asyncio.to_thread(chunking.verify, done)

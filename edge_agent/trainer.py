@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from edge_agent.sgd import MomentumSGD
 from edge_agent.step_cap import fixed_steps
 from edge_agent.torch_state import floating_state, load_numpy_state, state_to_numpy
 from edge_agent.utility import UtilityAccumulator
-from fedbus.protocol.entry_points import resolve
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED, resolve
 from fedbus.protocol.messages import Scalar, TrainConfig
 from fedbus.protocol.params import ParamLayout
 
@@ -151,6 +151,7 @@ class LocalTrainer:
         *,
         slowdown: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        trusted: Sequence[str] = DEFAULT_TRUSTED,
     ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -161,6 +162,8 @@ class LocalTrainer:
         # real sleep of (X - 1) times its own duration, so it takes X times as long.
         self.slowdown = slowdown
         self._sleep = sleep
+        # Module prefixes whose entry points tasks may name (fedbus.protocol.entry_points).
+        self.trusted = tuple(trusted)
         self._models: dict[str, ModelSlot] = {}
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
@@ -231,7 +234,7 @@ class LocalTrainer:
 
     def _slot(self, spec: str) -> ModelSlot:
         if spec not in self._models:
-            self._models[spec] = ModelSlot.of(resolve(spec)().to(self.device))
+            self._models[spec] = ModelSlot.of(resolve(spec, self.trusted)().to(self.device))
         return self._models[spec]
 
     def partition(self, config: TrainConfig, partition: int) -> Partition:
@@ -243,7 +246,7 @@ class LocalTrainer:
         """A partition, loaded once: by the first task, or at start-up for the profile."""
         key = (data, repr(sorted(data_args.items())), partition)
         if key not in self._partitions:
-            train, test = resolve(data)(partition, **data_args)
+            train, test = resolve(data, self.trusted)(partition, **data_args)
             tx, ty = as_tensors(train)
             vx, vy = as_tensors(test)
             self._partitions[key] = Partition(*(self._to_device(t) for t in (tx, ty, vx, vy)))

@@ -60,16 +60,17 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
 
 
 def read_password_file(path: str | None) -> str | None:
-    """The first line of ``path`` (None for no file); an unreadable file ends the command."""
+    """The first line of ``path`` (None for no file); ValueError names an unreadable or
+    empty file (the CLIs print it as one line and exit 2)."""
     if not path:
         return None
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
-        raise SystemExit(
-            f"error: cannot read the password file {path} (--password-file / "
+        raise ValueError(
+            f"cannot read the password file {path} (--password-file / "
             f"FEDBUS_PASSWORD_FILE): {exc.strerror or exc}"
         ) from exc
     if not lines or not lines[0]:
-        raise SystemExit(f"error: the password file {path} is empty (--password-file)")
+        raise ValueError(f"the password file {path} is empty (--password-file)")
     return lines[0]

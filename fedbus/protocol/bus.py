@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions as SubscribeOptions  # re-exported
 
 from fedbus.protocol import chunking, paho_speedups
 from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE

@@ -14,8 +14,8 @@ let the broker store-and-forward them in a pipeline; and brokers cap the packet 
 publisher's order on a topic); a retained model is chunked onto ``.../model/{index}``
 topics, all retained, so a late subscriber gets every chunk.
 
-:class:`Reassembler` puts chunks back together with bounded memory (a cap on the bytes
-of unfinished transfers), a timeout for transfers that stop half way, tolerance of QoS 1
+:class:`Reassembler` puts chunks back together with bounded memory (caps on the bytes
+it really holds, per sender and in total), a timeout for transfers that stop half way, tolerance of QoS 1
 redeliveries, and a SHA-256 check of the whole payload before it is handed on.
 """
 
@@ -113,6 +113,7 @@ class _Transfer:
     started: float
     # Chunk bodies by index: views of the received messages, not copies (see offer_unverified).
     parts: dict[int, memoryview] = field(default_factory=dict)
+    held: int = 0  # bytes of the bodies in parts
 
 
 @dataclass(frozen=True)
@@ -150,18 +151,55 @@ def verify(done: Completed) -> memoryview:
 
 
 class Reassembler:
-    """Collects chunks per (sender key, transfer) and returns each complete payload once."""
+    """Collects chunks per (sender key, transfer) and returns each complete payload once.
 
-    def __init__(self, *, max_bytes: int, max_pending_bytes: int, timeout: float) -> None:
+    Memory is capped on the bytes actually held, never on what a transfer announces (a
+    sender announcing ``total=1`` and sending 4 MB bodies must not get past the cap):
+
+    - a transfer holds at most its announced ``total`` (itself at most ``max_bytes``);
+    - a sender (key) holds at most ``max_sender_bytes`` over at most
+      ``max_sender_transfers`` unfinished transfers;
+    - everyone together holds at most ``max_pending_bytes`` in ``max_transfers``.
+
+    A chunk that would step over a cap is refused as ``oversized`` and its transfer is
+    dropped (what it held is freed). Unfinished transfers older than ``timeout`` are
+    dropped by :meth:`expire`, which the owner calls on a timer (and which runs whenever
+    a new transfer starts): a transfer that stops half way is freed without waiting for
+    another to arrive. The same class reassembles updates on the coordinator and models
+    on the agents.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_pending_bytes: int,
+        timeout: float,
+        max_sender_bytes: int | None = None,
+        max_sender_transfers: int = 4,
+        max_transfers: int = 4096,
+        max_remembered: int = 65536,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_pending_bytes = max_pending_bytes
+        self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else 2 * max_bytes
+        self.max_sender_transfers = max_sender_transfers
+        self.max_transfers = max_transfers
+        self.max_remembered = max_remembered
         self.timeout = timeout
         self._transfers: dict[tuple[str, str], _Transfer] = {}
         self._done: dict[tuple[str, str], float] = {}
+        self._held = 0
+        self._held_by: dict[str, int] = {}
+        self._transfers_by: dict[str, int] = {}
 
     @property
     def pending_bytes(self) -> int:
-        return sum(t.total for t in self._transfers.values())
+        """Bytes of chunk bodies held for unfinished transfers."""
+        return self._held
+
+    def held_by(self, key: str) -> int:
+        return self._held_by.get(key, 0)
 
     def offer(
         self, key: str, payload: bytes | bytearray | memoryview, now: float
@@ -184,66 +222,124 @@ class Reassembler:
         took 3-12 ms of the loop on the 2-core machine, measured in bench/ingest.py); the one
         join into a whole payload happens in :func:`verify`. The caller must not change
         ``payload`` afterwards (received messages never are; a changed one fails the
-        SHA-256 check). Bounded memory as before: the kept bodies add up to at most the
-        announced totals, which the caps are checked against.
+        SHA-256 check).
         """
         chunk = parse(payload)
         ident = (key, chunk.transfer)
         if ident in self._done:
             return None  # a QoS 1 redelivery of a finished transfer
+        body = len(chunk.body)
         if chunk.total > self.max_bytes:
             raise InvalidMessage(
                 "oversized", f"chunked payload of {chunk.total} bytes exceeds {self.max_bytes}"
             )
+        if chunk.count > max(1, chunk.total) or body > chunk.total:
+            # Every chunk but an empty payload's only one carries at least one byte.
+            self._drop(ident)
+            raise InvalidMessage(
+                "malformed",
+                f"chunk {chunk.index} of {chunk.count} ({body} bytes) cannot belong to "
+                f"a payload of {chunk.total} bytes",
+            )
         transfer = self._transfers.get(ident)
         if transfer is None:
             self.expire(now)
-            if self.pending_bytes + chunk.total > self.max_pending_bytes:
-                raise InvalidMessage("oversized", "too many unfinished chunked transfers in memory")
-            chunk_size = len(chunk.body) if chunk.index < chunk.count - 1 else 0
+            self._admit_new(key)
+            chunk_size = body if chunk.index < chunk.count - 1 else 0
             transfer = _Transfer(chunk.count, chunk.total, chunk.digest, chunk_size, now)
             self._transfers[ident] = transfer
+            self._transfers_by[key] = self._transfers_by.get(key, 0) + 1
         if (chunk.count, chunk.total, chunk.digest) != (
             transfer.count,
             transfer.total,
             transfer.digest,
         ):
-            del self._transfers[ident]
+            self._drop(ident)
             raise InvalidMessage("malformed", f"chunk {chunk.index} disagrees with its transfer")
         if chunk.index in transfer.parts:
             return None
         if transfer.chunk_size == 0 and chunk.index < chunk.count - 1:
-            transfer.chunk_size = len(chunk.body)
-        size = transfer.chunk_size or len(chunk.body)
-        start = (
-            chunk.index * size
-            if chunk.index < chunk.count - 1
-            else transfer.total - len(chunk.body)
-        )
-        expected = (
-            size if chunk.index < chunk.count - 1 else transfer.total - (chunk.count - 1) * size
-        )
-        if transfer.chunk_size and (len(chunk.body) != expected or start < 0):
-            del self._transfers[ident]
-            raise InvalidMessage(
-                "malformed", f"chunk {chunk.index} has {len(chunk.body)} bytes, expected {expected}"
-            )
+            transfer.chunk_size = body
+        self._check_layout(ident, transfer, chunk.index, body)
+        self._hold(ident, key, transfer, body)
         transfer.parts[chunk.index] = chunk.body
         if len(transfer.parts) < transfer.count:
             return None
-        del self._transfers[ident]
+        self._drop(ident)
         parts = tuple(transfer.parts[i] for i in range(transfer.count))
         if sum(len(p) for p in parts) != transfer.total:
             # Only possible when the last chunk came before any other fixed the chunk size.
             raise InvalidMessage("malformed", "chunk sizes do not add up to the announced total")
-        self._done[ident] = now
+        self._remember(ident, now)
         return Completed(parts, transfer.total, transfer.digest)
+
+    def _admit_new(self, key: str) -> None:
+        if self._transfers_by.get(key, 0) >= self.max_sender_transfers:
+            raise InvalidMessage(
+                "oversized", f"{self.max_sender_transfers} unfinished transfers from this sender"
+            )
+        if len(self._transfers) >= self.max_transfers:
+            raise InvalidMessage("oversized", "too many unfinished chunked transfers")
+
+    def _check_layout(
+        self, ident: tuple[str, str], transfer: _Transfer, index: int, body: int
+    ) -> None:
+        """Once the chunk size is known, the count and each chunk's length follow from it."""
+        size = transfer.chunk_size
+        if not size:
+            return
+        last = transfer.count - 1
+        expected = size if index < last else transfer.total - last * size
+        if transfer.count != max(1, -(-transfer.total // size)) or body != expected:
+            self._drop(ident)
+            raise InvalidMessage(
+                "malformed", f"chunk {index} has {body} bytes, expected {expected}"
+            )
+
+    def _hold(self, ident: tuple[str, str], key: str, transfer: _Transfer, body: int) -> None:
+        if transfer.held + body > transfer.total:
+            self._drop(ident)
+            raise InvalidMessage("malformed", "chunks hold more than the announced total")
+        if self._held_by.get(key, 0) + body > self.max_sender_bytes:
+            self._drop(ident)
+            raise InvalidMessage(
+                "oversized", f"sender holds more than {self.max_sender_bytes} bytes of chunks"
+            )
+        if self._held + body > self.max_pending_bytes:
+            self._drop(ident)
+            raise InvalidMessage("oversized", "too many unfinished chunked transfers in memory")
+        transfer.held += body
+        self._held += body
+        self._held_by[key] = self._held_by.get(key, 0) + body
+
+    def _drop(self, ident: tuple[str, str]) -> None:
+        """Forget an unfinished transfer and release what it held."""
+        transfer = self._transfers.pop(ident, None)
+        if transfer is None:
+            return
+        key, held = ident[0], transfer.held
+        self._held -= held
+        left = self._held_by.get(key, 0) - held
+        count = self._transfers_by.get(key, 0) - 1
+        if left > 0:
+            self._held_by[key] = left
+        else:
+            self._held_by.pop(key, None)
+        if count > 0:
+            self._transfers_by[key] = count
+        else:
+            self._transfers_by.pop(key, None)
+
+    def _remember(self, ident: tuple[str, str], now: float) -> None:
+        self._done[ident] = now
+        while len(self._done) > self.max_remembered:  # oldest first (insertion order)
+            del self._done[next(iter(self._done))]
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop transfers older than the timeout; return which."""
         stale = [k for k, t in self._transfers.items() if now - t.started > self.timeout]
         for k in stale:
-            del self._transfers[k]
+            self._drop(k)
         for k in [k for k, t in self._done.items() if now - t > 10 * self.timeout]:
             del self._done[k]
         return stale

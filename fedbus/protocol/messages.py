@@ -10,7 +10,6 @@ Every model carries ``schema_version``; a receiver rejects versions it does not 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedbus.protocol.codec import Envelope, Tensor, decode, encode
 from fedbus.protocol.errors import InvalidMessage
+from fedbus.protocol.json_bounds import MAX_JSON_BYTES, load_json
 from fedbus.protocol.topics import check_id
 
 SCHEMA_VERSION: Final = 1
@@ -86,11 +86,18 @@ class CoordinatorStatus(Message):
     waiting: dict[str, str] = Field(default_factory=dict)
     # The scheduling policy of a `coordinator serve` (fifo, srsf, random, scarcity).
     policy: str | None = None
+    # Inbound messages dropped since start, by reason (coordinator/rejections.py).
+    rejected: dict[str, int] = Field(default_factory=dict)
+    # Set in the last will: the jobs this coordinator was running when its connection was
+    # lost without a clean shutdown. Their retained job status still says "running".
+    orphaned: list[str] = Field(default_factory=list)
 
 
 class JobStatus(Message):
     job: str
-    state: Literal["pending", "running", "finished", "failed", "cancelled"]
+    # "stopped": its coordinator shut down cleanly mid-job; it resumes when one restarts.
+    # "cancelled": `coordinator jobs cancel` ended it.
+    state: Literal["pending", "running", "finished", "failed", "stopped", "cancelled"]
     round: int = 0
     rounds: int = 0
     phase: str = ""
@@ -101,6 +108,8 @@ class JobStatus(Message):
     rejected: dict[str, int] = Field(default_factory=dict)
     late: int = 0  # answers that came after their round closed (expected with over-commitment)
     ts: float = 0.0
+    reason: str | None = None  # why the job failed or was refused
+    coordinator: str | None = None  # the coordinator id running it
 
 
 class Telemetry(Message):
@@ -134,6 +143,9 @@ class JobSubmission(Message):
 
     config: dict[str, Any]
     source: str = "<submitted>"
+    # Start afresh when a run of this name exists with another configuration (the old
+    # run directory is moved aside); without it such a submission is refused.
+    new_run: bool = False
 
 
 class JobControl(Message):
@@ -348,12 +360,20 @@ def encode_json(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode_json(model: type[M], payload: bytes | bytearray, what: str | None = None) -> M:
+def decode_json(
+    model: type[M],
+    payload: bytes | bytearray,
+    what: str | None = None,
+    *,
+    max_bytes: int = MAX_JSON_BYTES,
+) -> M:
+    """Parse and validate a JSON payload within the bounds of :mod:`json_bounds`.
+
+    Every defect, however hostile (nesting that would exhaust the stack, integers of
+    thousands of digits, invalid UTF-8, NaN), is an InvalidMessage, never another error.
+    """
     what = what or model.__name__
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage("malformed", f"{what}: not JSON: {exc}") from exc
+    data = load_json(payload, what, max_bytes=max_bytes)
     return _validate(model, data, what)
 
 

@@ -2,7 +2,7 @@
 
 Layout (prefix defaults to ``fedbus``)::
 
-    {p}/coordinator/status            retained JSON, last will "offline"
+    {p}/coordinators/{id}/status      retained JSON per coordinator id, last will "offline"
     {p}/coordinator/jobs              JSON job submissions (operators only, by ACL)
     {p}/coordinator/control           JSON job controls: cancel, logs (operators only)
     {p}/coordinator/replies/{client}  JSON replies to controls, to the asking client
@@ -87,8 +87,13 @@ class Topics:
         self._depth = len(parts)
 
     # -- coordinator ------------------------------------------------------------------
-    def coordinator_status(self) -> str:
-        return f"{self.prefix}/coordinator/status"
+    def coordinator_status(self, coordinator: str = "coordinator") -> str:
+        """One retained status per coordinator id, so that a `run` and a `serve` side by
+        side never overwrite each other's (and ``{p}/+/+/status`` matches it)."""
+        return f"{self.prefix}/coordinators/{check_id(coordinator, 'coordinator id')}/status"
+
+    def all_coordinator_status(self) -> str:
+        return f"{self.prefix}/coordinators/+/status"
 
     def job_submit(self) -> str:
         return f"{self.prefix}/coordinator/jobs"
@@ -176,7 +181,8 @@ class Topics:
             raise InvalidTopic(f"topic {topic!r} is outside prefix {self.prefix!r}")
         rest = parts[self._depth :]
         match rest:
-            case ["coordinator", "status"]:
+            case ["coordinators", coordinator, "status"]:
+                check_id(coordinator, "coordinator id")
                 return ParsedTopic(TopicKind.COORDINATOR_STATUS)
             case ["coordinator", "jobs"]:
                 return ParsedTopic(TopicKind.JOB_SUBMIT)

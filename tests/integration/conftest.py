@@ -20,6 +20,7 @@ from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore
 from edge_agent.trainer import LocalTrainer
 from fedbus.protocol import bus, paho_speedups
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED
 from fedbus.protocol.messages import AgentProfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +108,8 @@ async def running_agents(
     settings: bus.BrokerSettings, count: int, *, first: int = 0, trainer: LocalTrainer | None = None
 ) -> AsyncIterator[list[EdgeAgent]]:
     """``count`` real agents (own MQTT connections) in this event loop, one shared torch runtime."""
-    trainer = trainer or LocalTrainer("cpu")
+    # The shipped examples and this suite's own models (tests.integration.big_model).
+    trainer = trainer or LocalTrainer("cpu", trusted=(*DEFAULT_TRUSTED, "tests.integration"))
     models = ModelStore()
     lock = asyncio.Lock()
     agents = [

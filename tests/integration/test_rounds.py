@@ -105,7 +105,9 @@ async def test_round_fails_cleanly_below_clients_required(
         agents[0]._queue.put_nowait = lambda task: None  # type: ignore[method-assign]
         async with asyncio.timeout(60):
             results = await service.serve(exit_when_idle=True)
-    assert results == {"itest": True}
+    # Every round failed: the job ran through, but it failed (issue #16: exit non-zero).
+    assert results == {"itest": False}
+    assert service.failures["itest"] == "no round succeeded"
     events = read_events(tmp_path / "itest" / "events.jsonl")
     failed = [e for e in events if e["event"] == "ROUND_FAILED"]
     assert [e["round"] for e in failed] == [1, 2]

@@ -96,7 +96,38 @@ async def test_secure_listener_refuses_bad_logins(
     assert getattr(refused.value, "rc", None) == NOT_AUTHORIZED
 
 
-async def test_dev_listener_stays_anonymous(secure: BrokerProcess) -> None:
+def test_the_shipped_config_has_no_anonymous_listener() -> None:
+    # Every listener block of mosquitto.conf refuses anonymous clients (finding 4 of #16).
+    blocks = re.split(r"(?m)^listener ", REPO_CONF.read_text())[1:]
+    assert blocks, "mosquitto.conf has no listener"
+    for block in blocks:
+        assert re.search(r"(?m)^allow_anonymous false$", block), block.splitlines()[0]
+    assert not re.search(r"(?m)^allow_anonymous true", REPO_CONF.read_text())
+
+
+async def test_a_broker_from_the_shipped_config_refuses_anonymous_clients(
+    tmp_path: Path, passwd: Path
+) -> None:
+    process = BrokerProcess.create(
+        tmp_path / "broker", password_file=passwd, anonymous_loopback=False
+    )
+    process.start()
+    try:
+        assert process.port == process.secure_port
+        with pytest.raises(bus.MqttError) as refused:
+            async with (
+                asyncio.timeout(10),
+                client(bus.BrokerSettings(port=process.port, speedups=SPEEDUPS), "x"),
+            ):
+                pass
+        assert getattr(refused.value, "rc", None) == NOT_AUTHORIZED
+        async with asyncio.timeout(10), client(login(process.port, "agent-a"), "agent-a"):
+            pass
+    finally:
+        process.stop()
+
+
+async def test_the_test_launchers_dev_listener_is_anonymous(secure: BrokerProcess) -> None:
     async with (
         asyncio.timeout(10),
         client(bus.BrokerSettings(port=secure.port, speedups=SPEEDUPS), "dev"),
@@ -252,8 +283,8 @@ async def test_monitor_reads_status_but_cannot_act_as_an_agent(secure: BrokerPro
         async with client(login(secure.secure_port, "coordinator"), "coordinator") as coord:
             await coord.subscribe("fedbus/#", qos=1)
             async with client(login(secure.secure_port, "monitor"), "monitor") as mon:
+                # One pattern for every status: coordinators, agents and jobs.
                 await mon.subscribe("fedbus/+/+/status", qos=1)
-                await mon.subscribe(topics.coordinator_status(), qos=1)
                 # The agent patterns would let user "monitor" act as agent "monitor": denied.
                 await mon.publish(topics.agent_status("monitor"), b"online", qos=1)
                 await mon.publish(topics.job_update(JOB, "monitor"), b"forged", qos=1)

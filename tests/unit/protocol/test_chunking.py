@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import struct
 
+import msgpack
 import pytest
 
 from fedbus.protocol.chunking import Reassembler, is_chunk, parse, split, verify
@@ -66,19 +68,81 @@ def test_tampered_chunk_fails_integrity() -> None:
     assert info.value.reason == "integrity"
 
 
-def test_memory_is_bounded_and_stale_transfers_expire() -> None:
-    r = reassembler(max_bytes=20_000, max_pending_bytes=25_000, timeout=5.0)
+def test_memory_is_capped_on_bytes_held_and_stale_transfers_expire() -> None:
+    r = reassembler(max_bytes=20_000, max_pending_bytes=2_500, timeout=5.0)
     big = bytes(30_000)
     with pytest.raises(InvalidMessage) as info:
         r.offer("a", next(split(big, "x", chunk_size=1000)), 0.0)
     assert info.value.reason == "oversized"
     r.offer("a", next(split(PAYLOAD, "p1", chunk_size=1000)), 0.0)
     r.offer("b", next(split(PAYLOAD, "p2", chunk_size=1000)), 0.0)
-    assert r.pending_bytes == 20_000
+    assert r.pending_bytes == 2_000  # what is held, not the 20,000 announced
     with pytest.raises(InvalidMessage, match="unfinished"):
-        r.offer("c", next(split(PAYLOAD, "p3", chunk_size=1000)), 1.0)
+        r.offer("c", list(split(PAYLOAD, "p3", chunk_size=1000))[1], 1.0)
+    assert r.pending_bytes == 2_000
     assert r.offer("c", next(split(PAYLOAD, "p3", chunk_size=1000)), 6.0) is None  # others expired
-    assert r.pending_bytes == 10_000
+    assert r.pending_bytes == 1_000
+
+
+def test_expire_alone_frees_a_transfer_that_stopped_half_way() -> None:
+    r = reassembler(timeout=5.0)
+    r.offer("a", next(split(PAYLOAD, "p", chunk_size=1000)), 0.0)
+    assert r.expire(4.0) == [] and r.pending_bytes == 1_000
+    assert r.expire(6.0) == [("a", "p")]
+    assert r.pending_bytes == 0 and r.held_by("a") == 0
+
+
+def lying_chunk(transfer: str, index: int, count: int, total: int, body: bytes) -> bytes:
+    header = msgpack.packb([transfer, index, count, total, bytes(32)], use_bin_type=True)
+    return b"FBC1" + struct.pack("<I", len(header)) + header + body
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "total", "body"),
+    [
+        (0, 2**31, 1, 4096),  # announces one byte, sends 4 KB (the finding's flood)
+        (0, 2, 10, 11),  # one chunk longer than the whole payload
+        (5, 2**20, 2**20, 2),  # more chunks than a 1 MB payload of 2-byte chunks can have
+    ],
+)
+def test_a_chunk_that_lies_about_its_transfer_is_refused_and_held_nowhere(
+    index: int, count: int, total: int, body: int
+) -> None:
+    r = reassembler()
+    with pytest.raises(InvalidMessage) as info:
+        for i in range(index, index + 2):
+            r.offer("a", lying_chunk("t", i, count, total, bytes(body)), 0.0)
+    assert info.value.reason == "malformed"
+    assert r.pending_bytes == 0
+
+
+def test_one_sender_cannot_take_the_whole_cap() -> None:
+    r = reassembler(max_bytes=10_000, max_pending_bytes=1 << 20, max_sender_bytes=2_500)
+    for t in ("t1", "t2"):
+        r.offer("a", next(split(PAYLOAD, t, chunk_size=1000)), 0.0)
+    with pytest.raises(InvalidMessage) as info:
+        r.offer("a", next(split(PAYLOAD, "t3", chunk_size=1000)), 0.0)
+    assert info.value.reason == "oversized"
+    assert r.held_by("a") == 2_000
+    r.offer("b", next(split(PAYLOAD, "t1", chunk_size=1000)), 0.0)  # others still get in
+    assert r.held_by("b") == 1_000
+
+
+def test_a_sender_may_keep_only_a_few_transfers_open() -> None:
+    r = reassembler(max_sender_transfers=2)
+    for t in ("t1", "t2"):
+        r.offer("a", next(split(PAYLOAD, t, chunk_size=1000)), 0.0)
+    with pytest.raises(InvalidMessage, match="unfinished transfers from this sender"):
+        r.offer("a", next(split(PAYLOAD, "t3", chunk_size=1000)), 0.0)
+
+
+def test_finished_transfers_are_remembered_within_a_bound() -> None:
+    r = reassembler(max_remembered=3)
+    for i in range(10):
+        assert r.offer("a", next(split(b"xy", f"t{i}", chunk_size=10)), 0.0) == b"xy"
+    # The three newest are still known (a redelivery is ignored), the oldest forgotten.
+    assert r.offer("a", next(split(b"xy", "t9", chunk_size=10)), 0.0) is None
+    assert r.offer("a", next(split(b"xy", "t0", chunk_size=10)), 0.0) == b"xy"
 
 
 @pytest.mark.parametrize(

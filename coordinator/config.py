@@ -231,8 +231,8 @@ def _check_resources(config: JobConfig, source: str) -> None:
 
     for field in ("model", "test_data"):
         spec = getattr(config, field)
-        if spec is None:
-            continue
+        if spec is None or (field == "model" and config.package is not None):
+            continue  # a package's model is built from the package, in a child process
         try:
             if field == "model" and config.initial_model is not None and not config.test_data:
                 # The coordinator never builds this model (the seed file has its weights)

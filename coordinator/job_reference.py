@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from coordinator.config import AggregatorConfig, JobConfig, SelectorConfig
+from coordinator.config import AggregatorConfig, JobConfig, SelectorConfig, TrustConfig
 from fedbus.packages.spec import PackageSpec
 
 JOB_FIELDS: dict[str, str] = {
@@ -29,6 +29,11 @@ JOB_FIELDS: dict[str, str] = {
     "initial_model": "A seed file (`.npz`, from `coordinator seed JOB.yaml`) with the initial weights, read instead of building `model`.",
     "package": "A compute package: a `.tar.gz` from `coordinator package build DIR`, or a package directory, relative to this file. Agents get it over the bus, pinned by SHA-256; they must trust it (`edge-agent run --trust-package SHA`).",
     "package_sha256": "The package's SHA-256. Filled in when the job is loaded; one written here pins the exact build (loading fails if the archive differs).",
+    "trust": "How far the coordinator believes what agents report (below; docs/security.md).",
+    "budget_pacer": "With `adaptive`: move `t_budget` from round outcomes (widen when too few updates count, tighten when everyone fits), within `[t_budget_min, t_budget_max]`. Bliss's own pacer goes first when Bliss selects.",
+    "t_budget_min": "The pacer's lower bound (default `t_budget / 4`).",
+    "t_budget_max": "The pacer's upper bound (default `4 x t_budget`).",
+    "error_feedback": "Agents keep what top-k compression dropped and add it to their next update for the job (changes nothing for dense updates).",
     "requires": "Which agents the job may use (docs/scheduling.md): `accelerator` (any of these kinds), `device_model` (a case-insensitive shell pattern), `min_memory_gb`, `min_samples`, `tags` (all of the operator's `edge-agent run --tag` labels). Empty: every agent.",
     "rounds": "How many training rounds the job runs.",
     "num_participants": "K: the updates a round aggregates (the K first successful arrivals on the wall clock).",
@@ -68,6 +73,14 @@ JOB_FIELDS: dict[str, str] = {
 SELECTOR_FIELDS: dict[str, str] = {
     "name": "`random`, `oort`, `pyramidfl` or `bliss`; any other key is a knob of that selector.",
     "seed": "The selector's RNG seed (default: the job's `seed`).",
+}
+
+TRUST_FIELDS: dict[str, str] = {
+    "cap_by_profile": "Cap an update's (and a validation result's) example count at the partition size the agent registered.",
+    "max_examples": "Cap every agent's example count at this (none: no job-wide cap).",
+    "median_weight_cap": "Cap every update's weight at this many times the round's median weight (none: off).",
+    "metric_median_cap": "The same for validation results when the job's accuracy is averaged over agents.",
+    "norm_clip": "Scale updates longer than this many times the round's median update norm down to it (none: plain FedAvg).",
 }
 
 AGGREGATOR_FIELDS: dict[str, str] = {
@@ -169,6 +182,10 @@ def render() -> str:
         "## `aggregator`",
         "",
         *table(AggregatorConfig, AGGREGATOR_FIELDS),
+        "",
+        "## `trust`",
+        "",
+        *table(TrustConfig, TRUST_FIELDS),
         "",
         "## A compute package's `fedbus.yaml`",
         "",

@@ -122,7 +122,12 @@ def test_out_of_memory_is_a_failed_update_with_the_reason() -> None:
     tensors = state_to_numpy(OutOfMemoryNet())
     model = GlobalModel("j", 0, tensors, ParamLayout.from_tensors(tensors))
     result = train_on_wall(
-        LocalTrainer("cpu"), Measurements(), task(model=model_spec), model, 0, seed=1,
+        LocalTrainer("cpu", trusted=("fedbus.examples", __name__)),
+        Measurements(),
+        task(model=model_spec),
+        model,
+        0,
+        seed=1,
         elapsed=lambda: 0.0,
     )  # fmt: skip
     assert not result.outcome.success

@@ -141,9 +141,9 @@ def test_the_broker_runs_the_shipped_config_with_the_generated_credentials() -> 
     assert volumes[str(where / "deploy/mosquitto")] == "credentials"
     assert to_repo(credentials["environment"]["ACL_FILE"]) == DEPLOY / "mosquitto" / "acl"
     # Clients reach the secure listener: the port the config opens, published by compose.
-    assert re.search(r"(?m)^listener 1884$", conf)
-    assert "1884:1884" in broker["ports"]
-    assert SERVICES["coordinator"]["environment"]["FEDBUS_BROKER"] == "broker:1884"
+    assert re.search(r"(?m)^listener 1883$", conf)
+    assert "1883:1883" in broker["ports"]
+    assert SERVICES["coordinator"]["environment"]["FEDBUS_BROKER"] == "broker:1883"
 
 
 def test_references_resolve() -> None:

@@ -148,7 +148,7 @@ def test_an_unreadable_password_file_ends_the_command_naming_it(
     seen = capture(monkeypatch, edge_agent.cli, "cmd_run")
     monkeypatch.setenv("FEDBUS_PASSWORD_FILE", str(tmp_path / "missing"))
     assert edge_agent.cli.main(["run", "--id", "agent-0"]) == 0
-    with pytest.raises(SystemExit, match="FEDBUS_PASSWORD_FILE"):
+    with pytest.raises(ValueError, match="FEDBUS_PASSWORD_FILE"):
         broker_settings(seen[0])
 
 

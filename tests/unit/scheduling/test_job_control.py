@@ -11,7 +11,13 @@ from coordinator.config import parse_job
 from coordinator.job_control import log_arrival, log_event, read_log_tail
 from fedbus.protocol.messages import Event
 
-JOB = {"name": "speech", "model": "m:make", "data": "m:load", "rounds": 7, "num_participants": 10}
+JOB = {
+    "name": "speech",
+    "model": "fedbus.examples.digits:make_model",
+    "data": "fedbus.examples.digits:load_partition",
+    "rounds": 7,
+    "num_participants": 10,
+}
 
 
 def test_arrivals_rounds_and_ends_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:

@@ -5,7 +5,8 @@ The flow (:mod:`coordinator.round_flow`) yields one of these at a time; the adap
 Results: :class:`SendTasks` -> ``dict[str, Assignment]``; :class:`Aggregate` -> ``bool``
 (the new model is finite and taken); :class:`EvaluateOnServer` -> ``(loss, accuracy,
 count)``; :class:`ReadClock` -> :class:`Clock`; :class:`ReadOnline` -> ``list[str]``;
-:class:`Drain` -> ``float`` (seconds spent handling replies); every other one -> ``None``.
+:class:`Drain` -> ``float`` (seconds spent handling replies); :class:`GrantAgents` ->
+``list[str]``; every other one -> ``None``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,21 @@ class SendTasks:
     validate_first: Mapping[str, ValidateRequest] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GrantAgents:
+    """Of ``candidates``, those the multi-job scheduler lets this job ask now (without a
+    scheduler: all of them)."""
+
+    candidates: list[str]
+
+
+@dataclass(frozen=True)
+class HoldAgents:
+    """Tell the scheduler these agents have this job's tasks out (no scheduler: nothing)."""
+
+    agents: list[str]
+
+
 class Until(enum.Enum):
     ROUND_CLOSED = "round_closed"
     VALIDATION_CLOSED = "validation_closed"
@@ -111,6 +127,8 @@ class EvaluateOnServer:
 Command = (
     ReadClock
     | ReadOnline
+    | GrantAgents
+    | HoldAgents
     | Emit
     | PublishStatus
     | PublishModel

@@ -169,15 +169,15 @@ class CoordinatorService:
             if job not in self._cancelled or not inner.cancelled():
                 raise  # the service itself is stopping
             self.results[job] = False
-            job_log.info("job %s cancelled after round %d", job, runner.completed_rounds)
+            job_log.info("job %s cancelled after round %d", job, runner.flow.completed_rounds)
             status = JobStatus(
                 job=job,
                 state="cancelled",
-                round=runner.completed_rounds,
+                round=runner.flow.completed_rounds,
                 rounds=runner.config.rounds,
                 phase="cancelled",
-                model_version=runner.model_version,
-                last_accuracy=runner.last_accuracy,
+                model_version=runner.flow.model_version,
+                last_accuracy=runner.flow.last_accuracy,
                 ts=time.time(),
             )
             await self.publish(self.topics.job_status(job), encode_json(status), 1, True)
@@ -324,4 +324,4 @@ class CoordinatorService:
 
 
 def _rounds_left(runner: JobRunner) -> int:
-    return runner.config.rounds - runner.completed_rounds
+    return runner.config.rounds - runner.flow.completed_rounds

@@ -57,11 +57,15 @@ JOB_FIELDS: dict[str, str] = {
     "fleet": "Fleet file (`fedbus-fleet build ...`) of emulated devices, for the virtual clock.",
     "time_model_params": "Virtual clock: the parameter count the time model charges for (a small model standing in for a large one).",
     "t_budget": "Adaptive training: each agent's time budget per round, seconds.",
+    "budget_pacer": "Adaptive training: move `t_budget` after every round (failed rounds widen it, rounds where every agent fit tighten it); a selector with its own budget rule keeps precedence.",
+    "t_budget_min": "Budget pacer: the lowest `t_budget`, seconds (default `t_budget` / 4).",
+    "t_budget_max": "Budget pacer: the highest `t_budget`, seconds (default 4 × `t_budget`).",
     "budget_recheck_steps": "Adaptive training: steps between budget re-checks.",
     "ewma_lambda": "Adaptive training: smoothing of the measured step time.",
     "min_payload_frac": "Adaptive training: the smallest fraction of the update an agent may send.",
     "run_phase_2": "Adaptive training: trade further steps against a smaller payload at the end of the budget.",
     "value_dtype": "Dtype of the update values on the wire.",
+    "error_feedback": "Agents add back what top-k compression dropped in earlier rounds (no effect on dense updates).",
     "max_update_bytes": "Largest update the coordinator accepts from one agent, bytes.",
 }
 

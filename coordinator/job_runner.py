@@ -11,30 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from client_selectors import ClientSelector, make_selector
-from coordinator import checkpoint, model_step, seed_model
+from coordinator import checkpoint, model_step, packages
 from coordinator.aggregation import UpdateStack
 from coordinator.config import JobConfig
 from coordinator.events import EventLog, EventName, read_events
+from coordinator.job_leases import JobLease
+from coordinator.publish import Publish
 from coordinator.registry import AgentRegistry
 from coordinator.reply_inbox import INLINE_DECODE_BYTES, Inbound, ReplyInbox
 from coordinator.round_commands import (
     Aggregate,
+    Aggregated,
     Clock,
     Command,
     CrashPoint,
     Drain,
     Emit,
     EvaluateOnServer,
+    GrantAgents,
+    HoldAgents,
     PrepareRows,
     PublishModel,
     PublishStatus,
@@ -43,10 +49,11 @@ from coordinator.round_commands import (
     SaveCheckpoint,
     SendTasks,
 )
-from coordinator.round_flow import CRASH_POINTS, Flow, JobFlow
+from coordinator.round_flow import CRASH_POINTS, JobFlow
 from coordinator.round_plan import RoundPlanner
 from coordinator.round_record import CheckpointState
 from coordinator.round_state import JobPhase
+from coordinator.round_validation import Flow
 from coordinator.server_eval import ServerEvaluator
 from coordinator.update_check import Assignment
 from fedbus.fleet import load_fleet
@@ -61,19 +68,6 @@ __all__ = ["CRASH_POINTS", "Inbound", "JobRunner", "Publish", "crash_hook"]
 crash_hook: Callable[[str, int], None] | None = None
 """Test seam: called as ``crash_hook(point, round)`` at each of :data:`CRASH_POINTS`; a
 crash test sets it (in a forked coordinator) to ``os._exit`` at one of them."""
-
-
-class Publish(Protocol):
-    """The service's publish: chunks payloads above its chunk size (to ``chunk_topic``)."""
-
-    def __call__(
-        self,
-        topic: str,
-        payload: bytes | bytearray,
-        qos: int,
-        retain: bool,
-        chunk_topic: Callable[[int], str] | None = None,
-    ) -> Awaitable[None]: ...
 
 
 class JobRunner:
@@ -110,17 +104,19 @@ class JobRunner:
         self._model_sending: asyncio.Task[None] | None = None
         self._model_buffer = bytearray()
         self._delta_buffer: np.ndarray | None = None
-        self._replies = ReplyInbox(
+        self.replies = ReplyInbox(
             self.job,
             self.engine,
             max_update_bytes=config.max_update_bytes,
             max_pending_bytes=2 * config.dispatch_count * config.max_update_bytes,
             chunk_timeout=config.round_timeout,
             agent_lost=self._emit_agent_lost,
+            straggler_answered=self._straggler_answered,
         )
         # This run's identity, new at every start (a resume too): an agent holding an older
         # run's retained model of the same or a newer version waits for this run's.
         self.run_epoch = uuid.uuid4().hex[:16]
+        self.lease: JobLease | None = None  # the multi-job scheduler's seam (the service's)
         self.layout: ParamLayout
         self.global_flat: np.ndarray
 
@@ -131,11 +127,20 @@ class JobRunner:
     @property
     def inbox(self) -> asyncio.Queue[Inbound]:
         """Where the service puts this job's replies (a bench may swap in its own queue)."""
-        return self._replies.queue
+        return self.replies.queue
 
     @inbox.setter
     def inbox(self, queue: asyncio.Queue[Inbound]) -> None:
-        self._replies.queue = queue
+        self.replies.queue = queue
+
+    @property
+    def straggling(self) -> dict[str, float]:
+        """Agents still busy with this job's tasks, until when (monotonic): the service's."""
+        return self.flow.busy(time.monotonic())
+
+    def _straggler_answered(self, agent: str) -> None:
+        if self.flow.holds.answered(agent) and self.lease is not None:
+            self.lease.hold(self.flow.held(time.monotonic()))  # back to the pool
 
     async def _emit_agent_lost(self, agent: str) -> None:
         round_ = self.flow.completed_rounds + 1
@@ -150,7 +155,7 @@ class JobRunner:
             flow.set_phase(JobPhase.WAITING_FOR_AGENTS)
             if resumed:
                 await self._reemit_missing_round_ends()
-                data = {"model_version": flow.model_version}
+                data: dict[str, Any] = {"model_version": flow.model_version}
                 await self.events.emit(EventName.JOB_RESUMED, flow.completed_rounds, data)
             else:
                 data = {
@@ -159,6 +164,7 @@ class JobRunner:
                 }
                 await self.events.emit(EventName.JOB_BEGIN, 0, data)
                 await self._save_checkpoint()  # write-ahead: the model is durable before it is out
+            await packages.publish_job_package(self.config, self.topics, self._publish)
             await self.publish_model()
             await self.publish_status()
             done: bool = await self._drive(flow.run())
@@ -183,6 +189,11 @@ class JobRunner:
                 return Clock(time.monotonic(), time.perf_counter(), time.time())
             case ReadOnline():
                 return self.registry.online()
+            case GrantAgents(candidates):
+                return self.lease.grant(candidates) if self.lease is not None else candidates
+            case HoldAgents(agents):
+                if self.lease is not None:
+                    self.lease.hold(agents)
             case Emit(name, round_, data, virtual_time):
                 await self.events.emit(name, round_, dict(data), virtual_time=virtual_time)
             case PublishStatus(state):
@@ -198,15 +209,15 @@ class JobRunner:
             case SendTasks():
                 return await self._send_tasks(command)
             case Drain(until, deadline):
-                return await self._replies.drain(until, deadline, self._stack, self.layout)
+                return await self.replies.drain(until, deadline, self._stack, self.layout)
             case PrepareRows(rows):
                 if self._stack is None:
                     self._stack = UpdateStack(self.layout.num_params, max(rows, 1))
                 elif self._stack.capacity < rows:
                     self._stack.grow(rows)
                 self._stack.reset()  # rows of earlier rounds may not be aggregated by mistake
-            case Aggregate(rows, weights):
-                return await self._aggregate(rows, weights)
+            case Aggregate(rows, weights, norm_clip):
+                return await self._aggregate(rows, weights, norm_clip)
             case EvaluateOnServer():
                 assert self.server_eval is not None
                 tensors = self.layout.unflatten(self.global_flat)
@@ -289,6 +300,7 @@ class JobRunner:
     async def republish(self) -> None:
         """After a reconnect: the broker may have lost retained messages in a crash."""
         if hasattr(self, "global_flat"):
+            await packages.publish_job_package(self.config, self.topics, self._publish)
             await self.publish_model()
             await self.publish_status()
 
@@ -307,6 +319,7 @@ class JobRunner:
                 model_version=version,
                 config=command.configs[agent],
                 deadline=deadline,
+                timeout=command.timeout,
                 virtual_start=self.flow.virtual_time,
                 issued_at=time.time(),
                 validate_first=command.validate_first.get(agent),
@@ -327,11 +340,7 @@ class JobRunner:
         """The checkpoint's model and state (True), or the job's initial model (False)."""
         restored = checkpoint.load(self.run_dir / "checkpoint")
         if restored is None:
-            if self.config.initial_model is not None:
-                tensors = seed_model.load(self.config.initial_model)
-            else:
-                tensors = seed_model.build(self.config.model, self.config.seed)
-            self._take_model(tensors)
+            self._take_model(packages.initial_model_of(self.config, self.run_dir))
             return False
         raw, tensors = restored
         try:
@@ -372,26 +381,18 @@ class JobRunner:
         """A crash between checkpoint and ROUND_END leaves the event unwritten: write it now."""
         ends = ("ROUND_END", "ROUND_FAILED")
         logged = {e["round"] for e in read_events(self.events.path) if e["event"] in ends}
-        for entry in self.flow.history:
-            if entry["round"] not in logged:
-                name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
-                await self.events.emit(
-                    name, entry["round"], entry, virtual_time=self.flow.virtual_time
-                )
+        await self._drive(self.flow.missing_round_ends(logged))
 
-    async def _aggregate(self, rows: list[int], weights: list[float]) -> bool:
-        """Aggregate the kept rows into a new model; False (model kept) if it overflows."""
+    async def _aggregate(
+        self, rows: list[int], weights: list[float], norm_clip: float | None
+    ) -> Aggregated:
+        """Aggregate the kept rows into a new model; not ok (model kept) if it overflows."""
         assert self._stack is not None
+        step = functools.partial(model_step.step, self.global_flat, self._delta_buffer)
         stepped = await asyncio.to_thread(
-            model_step.step,
-            self.global_flat,
-            self._delta_buffer,
-            self._stack,
-            rows,
-            weights,
-            self.config.aggregator,
+            step, self._stack, rows, weights, self.config.aggregator, norm_clip
         )
         if stepped is None:
-            return False
-        self.global_flat, self._delta_buffer = stepped
-        return True
+            return Aggregated(ok=False)
+        self.global_flat, self._delta_buffer, clipped = stepped
+        return Aggregated(ok=True, clipped=clipped)

@@ -30,7 +30,7 @@ from fedbus.packages.spec import load_spec
 
 if TYPE_CHECKING:
     from coordinator.config import JobConfig
-    from coordinator.job_runner import Publish
+    from coordinator.publish import Publish
     from fedbus.protocol.topics import Topics
 
 SEED_TIMEOUT_S = 600.0
@@ -165,6 +165,15 @@ def initial_model_of_job(config: JobConfig, run_dir: Path) -> dict[str, np.ndarr
         run_dir,
         parts if isinstance(parts, int) and not isinstance(parts, bool) else 1,
     )
+
+
+def initial_model_of(config: JobConfig, run_dir: Path) -> dict[str, np.ndarray]:
+    """A new job's weights: its seed file's, its package's, or its model entry point's."""
+    if config.initial_model is not None:
+        return seed_model.load(config.initial_model)
+    if config.package is not None and config.package_sha256 is not None:
+        return initial_model_of_job(config, run_dir)
+    return seed_model.build(config.model, config.seed)
 
 
 async def publish_job_package(config: JobConfig, topics: Topics, publish: Publish) -> None:

@@ -19,7 +19,7 @@ from coordinator.aggregation import UpdateStack
 from coordinator.round_commands import Until
 from coordinator.round_engine import RoundEngine
 from coordinator.round_table import RoundPhase, ValidationPhase
-from coordinator.round_verdicts import AgentLost, Late, Refused, TimerFired, WriteRow
+from coordinator.round_verdicts import AgentLost, Dropped, Late, Refused, TimerFired, WriteRow
 from coordinator.update_check import Rejected, decode_result, decode_update, write_update
 from fedbus.protocol import chunking
 from fedbus.protocol.errors import InvalidMessage
@@ -52,16 +52,23 @@ class ReplyInbox:
         max_pending_bytes: int,
         chunk_timeout: float,
         agent_lost: Callable[[str], Awaitable[None]],
+        straggler_answered: Callable[[str], None] | None = None,
     ) -> None:
         self.job = job
         self.engine = engine
         self.queue: asyncio.Queue[Inbound] = asyncio.Queue()
         self.max_update_bytes = max_update_bytes
         self._agent_lost = agent_lost  # emits AGENT_LOST
+        self._straggler_answered = straggler_answered  # a late update: the agent is free
+        self._errors_logged: set[str] = set()
         # Chunked updates: at most two in-flight rounds' worth of unfinished transfers.
         self._chunks = chunking.Reassembler(
             max_bytes=max_update_bytes, max_pending_bytes=max_pending_bytes, timeout=chunk_timeout
         )
+
+    def expire_chunks(self, now: float) -> None:
+        """Free chunked updates that stopped half way (the service calls this on a timer)."""
+        self._chunks.expire(now)
 
     def _done(self, until: Until, deadline: float | None, now: float) -> bool:
         if until is Until.ROUND_CLOSED:
@@ -108,7 +115,7 @@ class ReplyInbox:
                 continue
             if item.kind == "lost":
                 verdict = self.engine.agent_lost(AgentLost(item.agent, time.monotonic()))
-                if verdict.lost_from_round:
+                if isinstance(verdict, Dropped) and verdict.lost_from_round:
                     await self._agent_lost(item.agent)
                 continue
             began = time.perf_counter()
@@ -121,6 +128,12 @@ class ReplyInbox:
             except Rejected as exc:  # undecodable: the engine never saw it
                 self.engine.rejected[exc.reason] += 1
                 self._log(Refused(item.agent, exc.reason, exc.detail))
+            except Exception as exc:  # a fault handling one reply never ends the job (#16)
+                reason = f"error:{type(exc).__name__}"
+                self.engine.rejected[reason] += 1
+                if reason not in self._errors_logged:  # once per kind: a flood stays quiet
+                    self._errors_logged.add(reason)
+                    log.exception("job %s: reply from %s failed: %s", self.job, item.agent, exc)
             finally:
                 spent += time.perf_counter() - began
 
@@ -159,6 +172,8 @@ class ReplyInbox:
         for verdict in self.engine.update_arrived(item.agent, meta, time.monotonic()):
             if not isinstance(verdict, WriteRow):
                 self._log(verdict)
+                if isinstance(verdict, Late) and self._straggler_answered is not None:
+                    self._straggler_answered(verdict.agent)  # done with this job's task
                 continue
             # Row = the agent's place in the dispatch order, not its arrival: the FedAvg sum
             # (and so the whole run) is then the same whatever order the bus delivers in.

@@ -5,7 +5,8 @@ The flow (:mod:`coordinator.round_flow`) yields one of these at a time; the adap
 Results: :class:`SendTasks` -> ``dict[str, Assignment]``; :class:`Aggregate` -> ``bool``
 (the new model is finite and taken); :class:`EvaluateOnServer` -> ``(loss, accuracy,
 count)``; :class:`ReadClock` -> :class:`Clock`; :class:`ReadOnline` -> ``list[str]``;
-:class:`Drain` -> ``float`` (seconds spent handling replies); every other one -> ``None``.
+:class:`Drain` -> ``float`` (seconds spent handling replies); :class:`GrantAgents` ->
+``list[str]``; every other one -> ``None``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,21 @@ class SendTasks:
     validate_first: Mapping[str, ValidateRequest] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GrantAgents:
+    """Of ``candidates``, those the multi-job scheduler lets this job ask now (without a
+    scheduler: all of them)."""
+
+    candidates: list[str]
+
+
+@dataclass(frozen=True)
+class HoldAgents:
+    """Tell the scheduler these agents have this job's tasks out (no scheduler: nothing)."""
+
+    agents: list[str]
+
+
 class Until(enum.Enum):
     ROUND_CLOSED = "round_closed"
     VALIDATION_CLOSED = "validation_closed"
@@ -99,8 +115,17 @@ class PrepareRows:
 
 @dataclass(frozen=True)
 class Aggregate:
+    """Aggregate ``rows`` into a new model; answered with :class:`Aggregated`."""
+
     rows: list[int]
     weights: list[float]
+    norm_clip: float | None = None  # trust.norm_clip (#16): shrink outsized rows first
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    ok: bool  # False: the aggregate overflowed and the model was kept
+    clipped: int = 0  # rows that norm_clip shrank
 
 
 @dataclass(frozen=True)
@@ -111,6 +136,8 @@ class EvaluateOnServer:
 Command = (
     ReadClock
     | ReadOnline
+    | GrantAgents
+    | HoldAgents
     | Emit
     | PublishStatus
     | PublishModel

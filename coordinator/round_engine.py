@@ -265,14 +265,9 @@ class RoundEngine:
             raise IllegalTransition(f"close_round in round phase {self.round_phase.value}")
         c = training.collection
         return ClosedRound(
-            training.round,
-            c.phase,
-            c.reason,
-            list(c.accepted),
-            dict(training.replies),
-            dict(training.failures),
-            dict(training.assignments),
-        )
+            training.round, c.phase, c.reason, list(c.accepted), dict(training.replies),
+            dict(training.failures), dict(training.assignments), frozenset(c.pending), c.deadline,
+        )  # fmt: skip
 
     def end_round(self, now: float) -> None:
         """The round's outcome is recorded; a new round may open.
@@ -309,11 +304,7 @@ class RoundEngine:
     def unasked(self) -> list[str]:
         """Agents of the outstanding validation not asked yet."""
         v = self._validation
-        return (
-            list(v.unasked)
-            if v is not None and self.validation_phase is ValidationPhase.OPEN
-            else []
-        )
+        return list(v.unasked) if v is not None and self.validating else []
 
     @property
     def validation_round(self) -> int | None:
@@ -486,6 +477,12 @@ class RoundEngine:
     @property
     def collecting(self) -> bool:
         return self.round_phase is RoundPhase.COLLECTING
+
+    @property
+    def validation_agents(self) -> tuple[frozenset[str], set[str]]:
+        """The outstanding validation's agents: all it asks, and those yet to answer."""
+        v = self._validation
+        return (v.collection.assigned, v.collection.pending) if v else (frozenset(), set())
 
     @property
     def has_validation(self) -> bool:

@@ -5,7 +5,8 @@ awaits, reads no clock and touches no socket: each step that needs the outside w
 command (:mod:`coordinator.round_commands`) that the flow yields and the adapter
 (:class:`coordinator.job_runner.JobRunner`) carries out, sending back the result. The
 replies within a round are the round engine's (:mod:`coordinator.round_engine`); the
-decisions (who trains, on what, who is kept) the planner's (:mod:`coordinator.round_plan`).
+decisions (who trains, on what, who is kept) the planner's (:mod:`coordinator.round_plan`);
+the validation and the scheduler's seam are its base's (:mod:`coordinator.round_validation`).
 
 A round: wait for enough agents if need be; select; plan; ROUND_BEGIN; ask the
 outstanding validation's agents (folded into train tasks where they train); send train
@@ -17,21 +18,21 @@ this round's (server-side, overlapped, or waited for); ROUND_END; status.
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from client_selectors import ClientSelector
+from coordinator import metrics
+from coordinator.agent_holds import AgentHolds
+from coordinator.budget import make_budget_pacer, pace_round, round_budget
 from coordinator.config import JobConfig
 from coordinator.events import EventName
 from coordinator.round_commands import (
     Aggregate,
+    Aggregated,
     Clock,
-    Command,
     CrashPoint,
     Drain,
     Emit,
@@ -47,27 +48,18 @@ from coordinator.round_commands import (
 )
 from coordinator.round_engine import RoundEngine
 from coordinator.round_plan import RoundPlanner
-from coordinator.round_record import CheckpointState, RoundEnd, checked_entry, round_entry
+from coordinator.round_record import CheckpointState, RoundEnd, round_entry
 from coordinator.round_state import JobPhase, Phase, advance
+from coordinator.round_validation import Flow, ValidationFlow
 from coordinator.round_verdicts import Reply
-from coordinator.update_check import Assignment
-from fedbus.protocol.messages import TrainConfig, ValidateRequest
-
-Flow = Generator[Command, Any, Any]
+from coordinator.unable_agents import unable_to_run
+from fedbus.protocol.messages import TrainConfig
 
 CRASH_POINTS = ("tasks_published", "aggregated", "checkpointed", "model_published", "validating")
 """The round's command boundaries, in order, at which a :class:`CrashPoint` is yielded."""
 
 
-@dataclass
-class _PendingEntry:
-    """The history entry of a round whose validation is outstanding, and when it ended."""
-
-    entry: dict[str, Any]  # accuracy and loss are filled in when the validation closes
-    virtual_time: float | None
-
-
-class JobFlow:
+class JobFlow(ValidationFlow):
     """One job's state between rounds, and the generators that move it on."""
 
     def __init__(
@@ -84,8 +76,10 @@ class JobFlow:
         self.virtual_time = 0.0 if config.clock == "virtual" else None
         self.last_accuracy: float | None = None
         self.last_loss: float | None = None
-        self.rng = random.Random(config.seed)  # validation sampling only
-        self._pending: _PendingEntry | None = None
+        self.rng = random.Random(config.seed)
+        self._pending = None
+        self.budget = make_budget_pacer(config, selector)  # None: the budget is fixed
+        self.holds = AgentHolds()
 
     def set_phase(self, phase: JobPhase) -> None:
         self.phase = advance(self.phase, phase)
@@ -104,6 +98,7 @@ class JobFlow:
             registered=sorted(self.plan.registered),
             selector=self.selector.state(),
             rng=_list_state(self.rng.getstate()),
+            budget=self.budget.to_state() if self.budget is not None else None,
         )
 
     def restore(self, state: CheckpointState) -> None:
@@ -116,6 +111,19 @@ class JobFlow:
         self.plan.registered = set(state.registered)
         self.selector = type(self.selector).from_state(state.selector)
         self.rng.setstate(_tuple_state(state.rng))
+        if self.budget is not None and state.budget:
+            self.budget.load_state(state.budget)
+
+    def t_budget(self) -> float:
+        """This round's budget: the selector's own, else the job pacer's, else the job's."""
+        return round_budget(self.config, self.selector, self.budget)
+
+    def eligible(self) -> Flow:
+        """Online agents that may train now (:meth:`RoundPlanner.eligible`), as granted."""
+        online: list[str] = yield ReadOnline()
+        able = self.plan.eligible(online, self.virtual_time)
+        granted: list[str] = yield from self.granted(able)
+        return granted
 
     # -- the job ---------------------------------------------------------------------------
     def run(self) -> Flow:
@@ -148,30 +156,35 @@ class JobFlow:
         clock: Clock = yield ReadClock()
         deadline = clock.monotonic + self.config.agent_wait_timeout
         online: list[str] = yield ReadOnline()
-        while len(online) < needed and clock.monotonic < deadline:
-            yield Drain(Until.AGENT_JOINED, min(deadline, clock.monotonic + 0.2))
+        granted: list[str] = yield from self.granted(online)
+        # Waiting for other jobs to free agents, or for an agent that meets the job's
+        # requirements, does not time out; too few agents online at all still does.
+        while len(granted) < needed and (clock.monotonic < deadline or len(online) >= needed):
+            yield Drain(Until.AGENT_JOINED, clock.monotonic + 0.2)
             clock = yield ReadClock()
             online = yield ReadOnline()
-        yield Emit(EventName.AGENTS_READY, self.completed_rounds, {"online": len(online)})
-        return len(online) >= self.config.clients_required
+            granted = yield from self.granted(online)
+        yield Emit(EventName.AGENTS_READY, self.completed_rounds, {"online": len(granted)})
+        return len(granted) >= self.config.clients_required
 
     # -- a round ---------------------------------------------------------------------------
     def round(self, round_: int) -> Flow:
         c = self.config
         clock: Clock = yield ReadClock()
         started = clock.monotonic
-        online: list[str] = yield ReadOnline()
-        if len(self.plan.eligible(online, self.virtual_time)) < c.clients_required:
+        if len((yield from self.eligible())) < c.clients_required:
             if self.phase is not JobPhase.WAITING_FOR_AGENTS:  # the job's start waited already
                 self.set_phase(JobPhase.WAITING_FOR_AGENTS)
             yield from self.wait_for_agents()
-            online = yield ReadOnline()
+            online: list[str] = yield from self.granted((yield ReadOnline()))
             if self.virtual_time is not None:
                 self.virtual_time = self.plan.skip_to_enough_active(online, self.virtual_time)
         self.set_phase(JobPhase.TRAINING)
-        online = self.plan.eligible((yield ReadOnline()), self.virtual_time)
+        online = yield from self.eligible()
         if len(online) < c.clients_required:
-            reason = f"only {len(online)} of {c.clients_required} agents online"
+            unable = self.plan.unable
+            cannot = f" ({len(unable)} cannot run this job)" if unable else ""
+            reason = f"only {len(online)} of {c.clients_required} agents online{cannot}"
             yield from self.fail_early(round_, [], reason)
             return
         clock = yield ReadClock()
@@ -188,6 +201,13 @@ class JobFlow:
                 round_, selected, "no candidate stays active through the round"
             )
             return
+        self.holds.dispatched(dispatched)
+        yield from self.hold()
+        if plan is not None and self.virtual_time is not None:
+            # The selector plans its overrides from this round's estimates (PyramidFL).
+            self.plan.refresh_selector_times(
+                self.selector, round_, dispatched, self.train_config(), self.virtual_time
+            )
         # Per-client overrides (PyramidFL) plan the round of the agents that will train:
         # on the virtual clock the K kept of the over-committed sample, whose ranks and
         # idle time are relative to each other, not to clients that were never sent.
@@ -206,7 +226,7 @@ class JobFlow:
             "dispatched": dispatched,
             "online": len(online),
             "selector": selection.info,
-            "t_budget": self.selector.t_budget,
+            "t_budget": self.t_budget(),
         }
         if overrides:
             begin["overrides"] = {
@@ -244,9 +264,12 @@ class JobFlow:
         closed = self.engine.close_round()
         clock = yield ReadClock()
         self.engine.end_round(clock.monotonic)
+        # Over-committed agents still training stay this job's until their deadline.
+        self.holds.round_closed(closed.pending, closed.deadline)
+        yield from self.hold()
         replies = closed.replies
         kept, durations, virtual_duration = self.plan.choose_kept(
-            closed, plan, started, self.virtual_time, self.selector.t_budget
+            closed, plan, started, self.virtual_time, self.t_budget()
         )
         ok = closed.phase is Phase.COMPLETE and len(kept) >= c.clients_required
         reason = (
@@ -264,11 +287,24 @@ class JobFlow:
             "duration": 0.0,
             "virtual_duration": virtual_duration,
             "failed": sorted(closed.failures),
+            "failure_reasons": {a: closed.failures[a].reason for a in sorted(closed.failures)},
+            "resources": {a: dict(r.meta.resources) for a, r in sorted(replies.items())},
             "durations": {a: durations[a] for a in sorted(durations) if a in dispatched},
             "update_bytes": {a: r.nbytes for a, r in sorted(replies.items())},
             "keep_frac_all": {a: r.meta.keep_frac for a, r in sorted(replies.items())},
             "upload_bytes_all": sum(r.nbytes for r in replies.values()),
         }
+        if excluded := unable_to_run(record["failure_reasons"]):
+            self.plan.unable.update(excluded)  # never picked again for this job
+            record["excluded"] = excluded
+        record["budget"] = pace_round(
+            self.budget,
+            c,
+            self.selector,
+            dispatched=len(dispatched),
+            succeeded=len(replies),
+            counted=len(kept) if ok else 0,
+        )
         t3 = clock.perf
         if ok:
             yield from self.aggregate(round_, record, replies, durations)
@@ -337,9 +373,18 @@ class JobFlow:
     ) -> Flow:
         kept: list[str] = record["kept"]
         record["upload_bytes"] = sum(replies[a].nbytes for a in kept)
-        weights = [float(max(replies[a].meta.num_examples, 1)) for a in kept]
-        taken = yield Aggregate([replies[a].row for a in kept], weights)
-        if not taken:
+        trust = self.config.trust
+        # Example counts as weights, capped by what each agent registered and the job's
+        # caps (#16: one agent claiming 10^9 examples must not take the round).
+        weights = self.plan.trusted_weights(
+            kept, [replies[a].meta.num_examples for a in kept], trust.median_weight_cap
+        )
+        taken: Aggregated = yield Aggregate(
+            [replies[a].row for a in kept], weights, trust.norm_clip
+        )
+        if trust.norm_clip is not None:
+            record["clipped"] = taken.clipped
+        if not taken.ok:
             record.update(ok=False, reason="the aggregated model is not finite (overflow)", kept=[])
             return
         self.model_version += 1
@@ -347,6 +392,13 @@ class JobFlow:
         record["train_loss"] = float(np.average(losses, weights=weights))
         record["keep_frac"] = {a: replies[a].meta.keep_frac for a in kept}
         record["steps"] = {a: replies[a].meta.steps for a in kept}
+        record.update(
+            metrics.round_entry(
+                {a: replies[a].meta.metrics for a in kept},
+                {a: replies[a].meta.num_examples for a in kept},
+                key="train_metrics",
+            )
+        )
         for agent in kept:
             meta = replies[agent].meta
             self.selector.register_feedback(
@@ -369,7 +421,7 @@ class JobFlow:
         """
         yield from self.finish_validation()
         if self.virtual_time is not None:
-            self.virtual_time += self.selector.t_budget or self.config.t_budget
+            self.virtual_time += self.t_budget()
         record = RoundEnd(
             round=round_,
             ok=False,
@@ -386,85 +438,19 @@ class JobFlow:
         yield from self.emit_round_end(entry, self.virtual_time)
         yield PublishStatus()
 
-    def emit_round_end(self, entry: dict[str, Any], virtual_time: float | None) -> Flow:
-        round_ = entry["round"]
-        if entry.get("accuracy") is not None:
-            data = {"accuracy": entry["accuracy"], "loss": entry["loss"]}
-            yield Emit(EventName.TEST_RESULT, round_, data, virtual_time)
-        name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
-        yield Emit(name, round_, checked_entry(entry), virtual_time)
+    def missing_round_ends(self, logged: set[int]) -> Flow:
+        """After a crash between checkpoint and ROUND_END: the events not written yet."""
+        for entry in self.history:
+            if entry["round"] not in logged:
+                name = EventName.ROUND_END if entry["ok"] else EventName.ROUND_FAILED
+                yield Emit(name, entry["round"], entry, self.virtual_time)
 
     def eval_due(self, round_: int) -> bool:
         interval = self.config.eval_interval
         return interval > 0 and (round_ % interval == 0 or round_ == self.config.rounds)
 
     def train_config(self, local_steps: int | None = None, keep_frac: float = 1.0) -> TrainConfig:
-        return self.plan.train_config(self.selector.t_budget, local_steps, keep_frac)
-
-    # -- the validation --------------------------------------------------------------------
-    def start_validation(self, round_: int, entry: dict[str, Any], *, overlap: bool) -> Flow:
-        """Validate the model just published; results are taken as they come.
-
-        ``overlap``: the next round follows at once, and its train tasks carry the requests
-        of the agents it trains (:meth:`ask_validation`); otherwise everyone is asked now.
-        """
-        self.set_phase(JobPhase.VALIDATING)
-        online: list[str] = yield ReadOnline()
-        most = self.config.eval_max_clients
-        agents = online if len(online) <= most else sorted(self.rng.sample(online, most))
-        self.engine.open_validation(round_, agents, self.config.eval_timeout)
-        self._pending = _PendingEntry(entry, self.virtual_time)
-        if not overlap:
-            yield from self.ask_validation([])
-
-    def ask_validation(self, training: list[str], *, in_update: bool = False) -> Flow:
-        """Ask the outstanding validation's agents: ``training`` ones in their train task.
-
-        Returns the requests to fold into those train tasks (answered inside the update
-        with ``in_update``); everyone else gets a validate task now. The validated model is
-        the one the train tasks start from (same version).
-        """
-        unasked = self.engine.unasked
-        round_ = self.engine.validation_round
-        if not unasked or round_ is None:
-            return {}
-        trained = set(training)
-        alone = [a for a in unasked if a not in trained]
-        requests: dict[str, ValidateRequest] = {}
-        asked: dict[str, Assignment] = {}
-        for agent in (a for a in unasked if a in trained):
-            task_id = uuid.uuid4().hex[:16]
-            requests[agent] = ValidateRequest(task_id=task_id, round=round_, in_update=in_update)
-            asked[agent] = Assignment(agent, task_id, round_, self.model_version)
-        if alone:
-            # Not waiting for the broker's acknowledgements: with 50 agents waking up on two
-            # cores they took ~100 ms, all of it between this round and the next.
-            configs = dict.fromkeys(alone, self.train_config())
-            timeout = self.config.eval_timeout
-            asked.update((yield SendTasks(round_, "validate", alone, configs, timeout, wait=False)))
-        clock: Clock = yield ReadClock()
-        self.engine.ask(asked, clock.monotonic, requests if in_update else ())
-        return requests
-
-    def finish_validation(self, *, emit: bool = True) -> Flow:
-        """Wait for the outstanding validation to close, record it and end its round."""
-        if not self.engine.has_validation:
-            return
-        yield from self.ask_validation([])  # no next round took the requests along
-        yield Drain(Until.VALIDATION_CLOSED)
-        closed = self.engine.finish_validation()
-        pending, self._pending = self._pending, None
-        assert pending is not None
-        answered = [r for r in closed.results.values() if r.num_examples > 0]
-        entry = pending.entry
-        if answered:
-            weights = [r.num_examples for r in answered]
-            entry["accuracy"] = float(np.average([r.accuracy for r in answered], weights=weights))
-            entry["loss"] = float(np.average([r.loss for r in answered], weights=weights))
-            entry["eval_agents"] = len(answered)
-            self.last_accuracy, self.last_loss = entry["accuracy"], entry["loss"]
-        if emit:
-            yield from self.emit_round_end(entry, pending.virtual_time)
+        return self.plan.train_config(self.t_budget(), local_steps, keep_frac)
 
 
 def _list_state(state: Any) -> Any:

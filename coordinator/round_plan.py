@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from client_selectors import ClientProfile, ClientSelector
+from coordinator.aggregation.trust import capped_weights
 from coordinator.config import JobConfig
+from coordinator.measured_profile import measured_client_profile
 from coordinator.round_verdicts import ClosedRound
+from coordinator.selector_times import refresh_estimates
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from fedbus.fleet import Fleet
 from fedbus.fleet.virtual_round import RoundWork, simulate_round
@@ -31,14 +35,34 @@ class RoundPlanner:
     num_params: int
     profile_of: ProfileOf
     registered: set[str] = field(default_factory=set)  # agents the selector knows
+    # Agents that reported they cannot run this job's code, with their reason: never
+    # eligible again (coordinator.unable_agents).
+    unable: dict[str, str] = field(default_factory=dict)
     _fleet_ids: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self._fleet_ids = frozenset(p.client_id for p in self.fleet) if self.fleet else frozenset()
 
     # -- who may train ---------------------------------------------------------------------
+    def trusted_weights(
+        self, agents: list[str], counts: list[int], median_cap: float | None
+    ) -> list[float]:
+        """Reported example counts as aggregation weights, capped by the partition size
+        each agent registered and the job's ``trust`` caps (coordinator/aggregation/trust.py)."""
+        profiles = [self.profile_of(a) for a in agents]
+        trust = self.config.trust
+        return capped_weights(
+            counts,
+            [p.num_samples if p is not None else None for p in profiles],
+            max_examples=trust.max_examples,
+            cap_by_profile=trust.cap_by_profile,
+            median_cap=median_cap,
+        )
+
     def eligible(self, online: list[str], virtual_time: float | None) -> list[str]:
-        """Online agents that may train now: on the virtual clock, fleet members active now."""
+        """Online agents that may train now: able to run the job's code and, on the virtual
+        clock, fleet members active now (the scheduler's grant is the flow's, after this)."""
+        online = [a for a in online if a not in self.unable]
         if self.fleet is None or virtual_time is None:
             return online
         return [a for a in online if a in self._fleet_ids and self.is_active(a, virtual_time)]
@@ -59,15 +83,22 @@ class RoundPlanner:
             virtual_time += 60.0
         return virtual_time
 
-    def register_new_agents(self, selector: ClientSelector, online: list[str], now: float) -> None:
+    def register_new_agents(
+        self, selector: ClientSelector[Any], online: list[str], now: float
+    ) -> None:
         """Tell the selector about agents it has not seen (``now``: the round's time)."""
         for agent in online:
             if agent in self.registered:
                 continue
             profile = self.profile_of(agent)
             num_samples = (profile.num_samples if profile else None) or 1
-            static = dict(profile.static) if profile else {}
-            client = ClientProfile(num_samples=num_samples, static=static)
+            static: dict[str, float | str] = (
+                {k: v for k, v in profile.static.items() if v is not None} if profile else {}
+            )
+            # A real agent's own measurements (step time, link rates) as its estimate.
+            client = measured_client_profile(
+                num_samples, static, self.config.local_steps, self.num_params
+            )
             if self.fleet is not None:
                 device = self.fleet.by_id(agent)
                 times = simulate_round(
@@ -107,9 +138,11 @@ class RoundPlanner:
             min_payload_frac=c.min_payload_frac,
             run_phase_2=c.run_phase_2,
             keep_frac=keep_frac,
+            error_feedback=c.error_feedback,
             value_dtype=c.value_dtype,
             clock=c.clock,
             time_model_params=c.time_model_params,
+            package=c.package_sha256,
         )
 
     def work(self, config: TrainConfig | None, agent: str | None = None) -> RoundWork:
@@ -157,6 +190,26 @@ class RoundPlanner:
             ).total
             for a in agents
         }
+
+    def refresh_selector_times(
+        self,
+        selector: ClientSelector[Any],
+        round_: int,
+        agents: list[str],
+        base: TrainConfig,
+        virtual_time: float,
+    ) -> None:
+        """This round's time-model estimates to the selector, before it plans overrides."""
+        if self.fleet is not None:
+            refresh_estimates(
+                selector,
+                self.fleet,
+                agents,
+                virtual_time,
+                lambda a: self.work(base, a),
+                seed=self.config.seed,
+                round_=round_,
+            )
 
     def replan(
         self, round_: int, plan: VirtualPlan, configs: dict[str, TrainConfig], virtual_time: float

@@ -52,9 +52,41 @@ class RoundEnd(BaseModel):
     steps: dict[str, int] | None = None
     eval_agents: int | None = None
     eval_examples: int | None = None
+    # The real agents' side (#17): why updates failed, what they measured of themselves.
+    failure_reasons: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Agents that cannot run the job's code, never dispatched again (#18).
+    excluded: dict[str, str] | None = None
+    # Custom metrics of compute packages (#18): summaries and each agent's numbers.
+    train_metrics: dict[str, dict[str, float]] | None = None
+    train_metrics_by_agent: dict[str, dict[str, float]] | None = None
+    metrics: dict[str, dict[str, float]] | None = None
+    metrics_by_agent: dict[str, dict[str, float]] | None = None
+    # What the job-level budget pacer did after the round (#22): before, after, move.
+    budget: dict[str, Any] | None = None
+    # Trust limits (#16): the agents' validations summarised beside the capped weighted
+    # mean, and how many kept updates trust.norm_clip shrank.
+    accuracy_median: float | None = None
+    accuracy_spread: float | None = None
+    clipped: int | None = None
 
 
-SOMETIMES = ("timing", "keep_frac", "steps", "eval_agents", "eval_examples")
+SOMETIMES = (
+    "timing",
+    "keep_frac",
+    "steps",
+    "eval_agents",
+    "eval_examples",
+    "excluded",
+    "train_metrics",
+    "train_metrics_by_agent",
+    "metrics",
+    "metrics_by_agent",
+    "budget",
+    "accuracy_median",
+    "accuracy_spread",
+    "clipped",
+)
 """RoundEnd keys written only when they have a value."""
 
 
@@ -88,4 +120,5 @@ class CheckpointState(BaseModel):
     registered: list[str] = Field(default_factory=list)
     selector: dict[str, Any] = Field(default_factory=dict)
     rng: list[Any] = Field(default_factory=list)
+    budget: dict[str, Any] | None = None  # the job-level budget pacer's state
     model_file: str = ""  # written by coordinator.checkpoint.save

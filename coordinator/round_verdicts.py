@@ -87,6 +87,10 @@ class ClosedRound:
     replies: dict[str, Reply]
     failures: dict[str, UpdateMeta]
     assignments: dict[str, Assignment]
+    # Still training when the round closed (stragglers of an over-committed round), and
+    # the round's deadline: they may answer late, until then.
+    pending: frozenset[str] = frozenset()
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

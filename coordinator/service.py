@@ -250,13 +250,13 @@ class CoordinatorService:
         status = JobStatus(
             job=job,
             state=state,  # type: ignore[arg-type]
-            round=runner.completed_rounds if runner else 0,
+            round=runner.flow.completed_rounds if runner else 0,
             rounds=runner.config.rounds if runner else 0,
-            model_version=runner.model_version if runner else 0,
-            last_accuracy=runner.last_accuracy if runner else None,
-            last_loss=runner.last_loss if runner else None,
-            virtual_time=runner.virtual_time if runner else None,
-            rejected=dict(runner.rejected) if runner else {},
+            model_version=runner.flow.model_version if runner else 0,
+            last_accuracy=runner.flow.last_accuracy if runner else None,
+            last_loss=runner.flow.last_loss if runner else None,
+            virtual_time=runner.flow.virtual_time if runner else None,
+            rejected=dict(runner.engine.rejected) if runner else {},
             ts=time.time(),
             reason=reason,
             coordinator=self.coordinator_id,
@@ -269,7 +269,7 @@ class CoordinatorService:
         self._job_tasks[job] = inner
         try:
             ok = await inner
-            if ok and not job_succeeded(runner.history):
+            if ok and not job_succeeded(runner.flow.history):
                 ok = False
                 self.failures[job] = "no round succeeded"
             self.results[job] = ok
@@ -277,7 +277,7 @@ class CoordinatorService:
             if job not in self._cancelled or not inner.cancelled():
                 raise  # the service is stopping: the session publishes the "stopped" state
             self.results[job] = False
-            job_log.info("job %s cancelled after round %d", job, runner.completed_rounds)
+            job_log.info("job %s cancelled after round %d", job, runner.flow.completed_rounds)
             await self.publish(
                 self.topics.job_status(job),
                 self._job_status(job, "cancelled", "cancelled by an operator"),
@@ -315,7 +315,7 @@ class CoordinatorService:
         events = EventLog(runner.run_dir / "events.jsonl", runner.job, None)
         try:
             event = await events.emit(
-                EventName.JOB_FAILED, runner.completed_rounds, {"reason": reason}
+                EventName.JOB_FAILED, runner.flow.completed_rounds, {"reason": reason}
             )
         finally:
             events.close()
@@ -387,7 +387,7 @@ class CoordinatorService:
             await asyncio.sleep(HOUSEKEEPING_S)
             now = time.monotonic()
             for runner in list(self.runners.values()):
-                runner.expire_chunks(now)
+                runner.replies.expire_chunks(now)
             counts = dict(self.rejections.counts)
             client = self._link.client
             if counts != self._status_counts and client is not None:
@@ -560,4 +560,4 @@ def _cancelling() -> bool:
 
 
 def _rounds_left(runner: JobRunner) -> int:
-    return runner.config.rounds - runner.completed_rounds
+    return runner.config.rounds - runner.flow.completed_rounds

@@ -467,6 +467,8 @@ ENGINE_MODULES = [
     "round_verdicts.py",
     "round_state.py",
     "round_flow.py",
+    "round_validation.py",
+    "agent_holds.py",
     "round_commands.py",
     "round_plan.py",
     "round_record.py",

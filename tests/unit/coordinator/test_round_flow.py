@@ -22,6 +22,8 @@ from coordinator.round_commands import (
     Drain,
     Emit,
     EvaluateOnServer,
+    GrantAgents,
+    HoldAgents,
     PrepareRows,
     PublishModel,
     PublishStatus,
@@ -96,6 +98,8 @@ class FakeWorld:
                 return Clock(self.now, self.now, self.now)
             case ReadOnline():
                 return list(AGENTS)
+            case GrantAgents(candidates):
+                return list(candidates)  # no scheduler: every candidate
             case Emit():
                 self.events.append(command)
                 self.times[(command.name, command.round)] = self.now
@@ -111,7 +115,7 @@ class FakeWorld:
                 return True
             case EvaluateOnServer():
                 return (0.5, 0.75, 100)
-            case PublishStatus() | PublishModel() | CrashPoint() | PrepareRows():
+            case PublishStatus() | PublishModel() | CrashPoint() | PrepareRows() | HoldAgents():
                 pass
         return None
 

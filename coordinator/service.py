@@ -275,7 +275,11 @@ class CoordinatorService:
             self.results[job] = ok
         except asyncio.CancelledError:
             if job not in self._cancelled or not inner.cancelled():
-                raise  # the service is stopping: the session publishes the "stopped" state
+                # The service is stopping: the job's own task stops with it, and the session
+                # publishes the "stopped" state.
+                inner.cancel()
+                await asyncio.gather(inner, return_exceptions=True)
+                raise
             self.results[job] = False
             job_log.info("job %s cancelled after round %d", job, runner.flow.completed_rounds)
             await self.publish(

@@ -1,6 +1,7 @@
 """Agents that cannot run a job's code, told apart from agents that merely failed a round.
 
-An agent that lacks the job's entry point (``EntryPointError``) or refuses its compute
+An agent that lacks the job's entry point (``EntryPointError``), does not trust it
+(``UntrustedEntryPoint``: outside its ``--trust`` prefixes) or refuses its compute
 package (``PackageRefused``: untrusted hash, bytes that fail their pin, an unsafe archive)
 will fail every round of the job the same way; picking it again only costs rounds. The
 agent says why in its failed update; the job stops picking it and shows the reason. A
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # The exception names edge_agent.agent.describe() puts first in a failure's reason.
-CANNOT_RUN_PREFIXES = ("EntryPointError:", "PackageRefused:")
+CANNOT_RUN_PREFIXES = ("EntryPointError:", "UntrustedEntryPoint:", "PackageRefused:")
 
 
 def unable_to_run(reasons: Mapping[str, str]) -> dict[str, str]:

@@ -387,7 +387,9 @@ class EdgeAgent:
             return None
         if self.packages is None:
             raise PackageRefused("this agent runs no compute packages (no package cache set up)")
-        return await self.packages.ensure(sha, self._link, self.topics)
+        package = await self.packages.ensure(sha, self._link, self.topics)
+        self.trainer.trust(package.modules)  # verified against the hash this agent pinned
+        return package
 
     async def _refuse(self, task: Task, reason: str) -> None:
         """Say that ``task`` cannot be done, so the coordinator stops waiting for it.

@@ -98,14 +98,14 @@ def cmd_package_run(args: argparse.Namespace) -> int:
         job="local", round=1, task_id="local", kind=args.entry, model_version=0, config=config
     )
     out: dict[str, Any] = {"entry": args.entry, "package": spec.name}
+    # Run here on purpose, from the directory named: the package's own modules are trusted.
+    trainer = LocalTrainer("cpu", trusted=loaded.modules)
     if args.entry == "train":
         layout = ParamLayout.from_tensors(tensors)
         if loaded.trains:
             outcome = train_with_package(task, tensors, layout, args.partition, loaded)
         else:
-            outcome = LocalTrainer("cpu").train(
-                config, args.partition, tensors, layout, seed=args.seed
-            )
+            outcome = trainer.train(config, args.partition, tensors, layout, seed=args.seed)
         out.update(
             num_examples=outcome.num_examples,
             loss=outcome.loss,
@@ -118,7 +118,7 @@ def cmd_package_run(args: argparse.Namespace) -> int:
                 task, tensors, args.partition, loaded
             )
         else:
-            loss, accuracy, count = LocalTrainer("cpu").evaluate(config, args.partition, tensors)
+            loss, accuracy, count = trainer.evaluate(config, args.partition, tensors)
             metrics = {}
         out.update(num_examples=count, loss=loss, accuracy=accuracy, metrics=metrics)
     print(json.dumps(out))

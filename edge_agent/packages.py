@@ -73,6 +73,17 @@ class LoadedPackage:
     def validates(self) -> bool:
         return self.spec.validate_entry is not None or self.spec.flower_client is not None
 
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The top-level modules its entry points name: trusted with the package's pinned
+        hash, so the built-in trainer may import them (the agent's ``--trust`` prefixes
+        are for code installed on the device)."""
+        s = self.spec
+        names = (s.model, s.data, s.flower_client, s.startup, s.build, s.train, s.validate_)
+        return tuple(
+            dict.fromkeys(n.split(":")[0].split(".")[0] for n in names if isinstance(n, str))
+        )
+
 
 @dataclass
 class PackageStats:

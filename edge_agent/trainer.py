@@ -168,6 +168,10 @@ class LocalTrainer:
         self._partitions: dict[tuple[str, str, int], Partition] = {}
 
     # -- set-up -----------------------------------------------------------------------
+    def trust(self, modules: Sequence[str]) -> None:
+        """Also trust ``modules`` (a compute package's, once verified against its pin)."""
+        self.trusted = tuple(dict.fromkeys((*self.trusted, *modules)))
+
     def warm_up(self) -> None:
         """Two SGD steps and an evaluation of a tiny model, once, before any task.
 

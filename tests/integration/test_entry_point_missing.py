@@ -14,7 +14,9 @@ import pytest
 from coordinator.cli import print_round
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
+from edge_agent.trainer import LocalTrainer
 from fedbus.protocol import bus
+from fedbus.protocol.entry_points import DEFAULT_TRUSTED
 
 from .conftest import job_config, running_agents
 
@@ -34,7 +36,9 @@ async def test_missing_entry_point_is_reported_and_agent_not_picked_again(
     service.submit(config)
 
     # Execute
-    async with running_agents(settings, 4), asyncio.timeout(120):
+    # The agents trust the module's name (their --trust): what they lack is the module.
+    trusting = LocalTrainer("cpu", trusted=(*DEFAULT_TRUSTED, "nobody_has_this_module"))
+    async with running_agents(settings, 4, trainer=trusting), asyncio.timeout(120):
         await service.serve(exit_when_idle=True)
 
     # Assert: round 1 names the agents' own error; later rounds dispatch nobody.

@@ -30,6 +30,7 @@ from coordinator import seed_model
 from coordinator.broker_process import BrokerProcess
 from coordinator.config import JobConfig
 from coordinator.credentials import add_user
+from coordinator.process_tuning import keep_freed_memory_mapped
 from coordinator.events import read_events
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent
@@ -163,6 +164,9 @@ async def run_job(
     )
     broker.start()
     growth = 0
+    # As `coordinator run` and `serve` set up their process (coordinator/process_tuning.py):
+    # the coordinator measured here is the one operators run.
+    keep_freed_memory_mapped()
     try:
         if hostile:
             await retained_attacks(broker)
@@ -201,7 +205,7 @@ async def run_job(
 
 def refused_flood(service: CoordinatorService) -> int:
     runner = service.runners.get("good")
-    in_job = runner.rejected["malformed"] + runner.rejected["oversized"] if runner else 0
+    in_job = runner.engine.rejected["malformed"] + runner.engine.rejected["oversized"] if runner else 0
     return in_job + service.rejections.counts["flooded"]
 
 

@@ -16,6 +16,7 @@ from client_selectors import make_selector
 from coordinator.config import JobConfig, parse_job
 from coordinator.round_commands import (
     Aggregate,
+    Aggregated,
     Clock,
     Command,
     CrashPoint,
@@ -112,7 +113,7 @@ class FakeWorld:
                 return 0.0
             case Aggregate(rows, weights):
                 assert len(rows) == len(set(rows)) == len(weights)
-                return True
+                return Aggregated(ok=True)
             case EvaluateOnServer():
                 return (0.5, 0.75, 100)
             case PublishStatus() | PublishModel() | CrashPoint() | PrepareRows() | HoldAgents():

@@ -30,8 +30,8 @@ from coordinator import seed_model
 from coordinator.broker_process import BrokerProcess
 from coordinator.config import JobConfig
 from coordinator.credentials import add_user
-from coordinator.process_tuning import keep_freed_memory_mapped
 from coordinator.events import read_events
+from coordinator.process_tuning import keep_freed_memory_mapped
 from coordinator.service import CoordinatorService
 from edge_agent.agent import AgentIdentity, EdgeAgent
 from edge_agent.model_store import ModelStore

@@ -7,6 +7,7 @@ person running ``coordinator serve`` sees jobs arrive, wait, progress and finish
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from pathlib import Path
@@ -75,3 +76,11 @@ def read_log_tail(path: Path, lines: int) -> list[str] | None:
             return [line.rstrip("\n") for line in deque(f, maxlen=lines)] if lines else []
     except OSError:
         return None
+
+
+async def answer(request: JobControl, runs_dir: Path, *, running: bool) -> ControlReply:
+    """The reply to ``coordinator jobs cancel|logs`` (the cancel itself is the service's)."""
+    if request.action == "cancel":
+        return cancel_reply(request, running=running)
+    path = runs_dir / request.job / "events.jsonl"
+    return logs_reply(request, await asyncio.to_thread(read_log_tail, path, request.tail))

@@ -13,25 +13,25 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from coordinator.config import JobConfig, JobConfigError, parse_job
-from coordinator.events import EventLog, EventName
 from coordinator.inbox import BoundedInbox
 from coordinator.job_claim import JobClaim, JobClaimed, check_run_dir, claim, holder_description
-from coordinator.job_control import (
-    cancel_reply,
-    log_arrival,
-    log_event,
-    logs_reply,
-    read_log_tail,
-)
+from coordinator.job_control import answer, log_arrival, log_event
 from coordinator.job_control import log as job_log
 from coordinator.job_leases import PoolLeases
+from coordinator.job_outcome import (
+    cancelling,
+    failure_event,
+    job_status,
+    job_succeeded,
+    refusal_event,
+    rounds_left,
+)
 from coordinator.job_runner import Inbound, JobRunner
 from coordinator.registry import AgentRegistry, Change
 from coordinator.rejections import RejectionLog
@@ -40,14 +40,12 @@ from fedbus.protocol.errors import InvalidMessage
 from fedbus.protocol.messages import (
     AgentStatus,
     CoordinatorStatus,
-    Event,
     JobControl,
-    JobStatus,
     JobSubmission,
     decode_json,
     encode_json,
 )
-from fedbus.protocol.topics import TopicKind, Topics, check_id
+from fedbus.protocol.topics import TopicKind, Topics, check_id, is_id
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +137,10 @@ class CoordinatorService:
         )
 
     def _status_changed(self) -> None:
-        """Jobs came, went or wait for another reason: republish the retained status."""
-        if self._group is None or not self._link.connected.is_set():
-            return  # the next session publishes it
-        publishing = self._publish_status()
-        try:
-            self._group.create_task(publishing, name="coordinator-status")
-        except RuntimeError:  # the service is stopping; its last will says so
-            publishing.close()
+        """Jobs came, went or wait for another reason: republish the retained status (when
+        not connected, the next session publishes it; when stopping, the last will says so)."""
+        if self._group is not None and self._link.connected.is_set():
+            self._side(self._publish_status(), "coordinator-status")
 
     async def _publish_status(self) -> None:
         with contextlib.suppress(bus.MqttError):
@@ -178,7 +172,7 @@ class CoordinatorService:
                 continue
             self.runners[config.name] = runner
             runner.events.listeners.append(log_event)
-            runner.lease = self.leases.add(config, functools.partial(_rounds_left, runner))
+            runner.lease = self.leases.add(config, functools.partial(rounds_left, runner))
             log_arrival(config, self.leases.policy.value)
             self._status_changed()
             if self.on_runner is not None:
@@ -240,28 +234,10 @@ class CoordinatorService:
                 await self.publish(
                     self.topics.job_status(job), self._job_status(job, "failed", reason), 1, True
                 )
-        event = Event(
-            job=job, event=EventName.JOB_FAILED, round=0, ts=time.time(), data={"reason": reason}
-        )
-        await self.publish(self.topics.job_events(job), encode_json(event), 1, False)
+        await self.publish(self.topics.job_events(job), refusal_event(job, reason), 1, False)
 
     def _job_status(self, job: str, state: str, reason: str | None = None) -> bytes:
-        runner = self.runners.get(job)
-        status = JobStatus(
-            job=job,
-            state=state,  # type: ignore[arg-type]
-            round=runner.flow.completed_rounds if runner else 0,
-            rounds=runner.config.rounds if runner else 0,
-            model_version=runner.flow.model_version if runner else 0,
-            last_accuracy=runner.flow.last_accuracy if runner else None,
-            last_loss=runner.flow.last_loss if runner else None,
-            virtual_time=runner.flow.virtual_time if runner else None,
-            rejected=dict(runner.engine.rejected) if runner else {},
-            ts=time.time(),
-            reason=reason,
-            coordinator=self.coordinator_id,
-        )
-        return encode_json(status)
+        return job_status(job, state, self.runners.get(job), self.coordinator_id, reason)
 
     async def _run_job(self, runner: JobRunner) -> None:
         job = runner.job
@@ -296,7 +272,7 @@ class CoordinatorService:
             await self._record_failure(runner, reason)
         finally:
             self._job_tasks.pop(job, None)
-            if not _cancelling():
+            if not cancelling():
                 self.runners.pop(job, None)
                 claimed = self._claims.pop(job, None)
                 if claimed is not None:
@@ -316,35 +292,18 @@ class CoordinatorService:
 
     async def _record_failure(self, runner: JobRunner, reason: str) -> None:
         """JOB_FAILED in the run's event log and on the bus, and the failed status."""
-        events = EventLog(runner.run_dir / "events.jsonl", runner.job, None)
-        try:
-            event = await events.emit(
-                EventName.JOB_FAILED, runner.flow.completed_rounds, {"reason": reason}
-            )
-        finally:
-            events.close()
-        for listener in runner.events.listeners:
-            with contextlib.suppress(Exception):
-                listener(event)
+        event = await failure_event(runner, reason)
         await self.publish(self.topics.job_events(runner.job), encode_json(event), 1, False)
-        await self.publish(
-            self.topics.job_status(runner.job),
-            self._job_status(runner.job, "failed", reason),
-            1,
-            True,
-        )
+        failed = self._job_status(runner.job, "failed", reason)
+        await self.publish(self.topics.job_status(runner.job), failed, 1, True)
 
     async def _control(self, request: JobControl) -> None:
         """``coordinator jobs cancel|logs``: act, and answer the asking client."""
-        if request.action == "cancel":
-            task = self._job_tasks.get(request.job)
-            if task is not None:
-                self._cancelled.add(request.job)
-                task.cancel()
-            reply = cancel_reply(request, running=task is not None)
-        else:
-            path = self.runs_dir / request.job / "events.jsonl"
-            reply = logs_reply(request, await asyncio.to_thread(read_log_tail, path, request.tail))
+        task = self._job_tasks.get(request.job) if request.action == "cancel" else None
+        if task is not None:
+            self._cancelled.add(request.job)
+            task.cancel()
+        reply = await answer(request, self.runs_dir, running=task is not None)
         if request.reply_to is not None:
             with contextlib.suppress(bus.MqttError):
                 await self.publish(
@@ -393,16 +352,9 @@ class CoordinatorService:
             for runner in list(self.runners.values()):
                 runner.replies.expire_chunks(now)
             counts = dict(self.rejections.counts)
-            client = self._link.client
-            if counts != self._status_counts and client is not None:
+            if counts != self._status_counts and self._link.client is not None:
                 self._status_counts = counts
-                with contextlib.suppress(bus.MqttError):
-                    await client.publish(
-                        self.topics.coordinator_status(self.coordinator_id),
-                        self._status("online"),
-                        qos=1,
-                        retain=True,
-                    )
+                await self._publish_status()
 
     async def _connection(self) -> None:
         where = f"coordinator {self.coordinator_id} at {self.broker.host}:{self.broker.port}"
@@ -447,19 +399,15 @@ class CoordinatorService:
 
     async def _publish_shutdown(self, client: bus.Client) -> None:
         """On a clean shutdown: every job still running is "stopped" (it resumes on restart)."""
-        for job in list(self.runners):
-            await client.publish(
-                self.topics.job_status(job),
-                self._job_status(job, "stopped", "coordinator shut down"),
-                qos=1,
-                retain=True,
-            )
-        await client.publish(
-            self.topics.coordinator_status(self.coordinator_id),
-            self._status("offline"),
-            qos=1,
-            retain=True,
+        finals = [
+            (self.topics.job_status(job), self._job_status(job, "stopped", "coordinator shut down"))
+            for job in list(self.runners)
+        ]
+        finals.append(
+            (self.topics.coordinator_status(self.coordinator_id), self._status("offline"))
         )
+        for topic, payload in finals:
+            await client.publish(topic, payload, qos=1, retain=True)
         self._shutdown_published = True
 
     def _route(self, message: bus.Message) -> None:
@@ -488,10 +436,8 @@ class CoordinatorService:
         self._side(self._publish_empty_retained(topic), f"clear-{topic}")
 
     async def _publish_empty_retained(self, topic: str) -> None:
-        client = self._link.client
-        if client is not None:
-            with contextlib.suppress(bus.MqttError):
-                await client.publish(topic, b"", qos=1, retain=True)
+        with contextlib.suppress(bus.MqttError):
+            await self.publish(topic, b"", 1, True)
 
     def _dispatch(self, topic: str, payload: object) -> None:
         parsed = self.topics.parse(topic)
@@ -531,7 +477,7 @@ class CoordinatorService:
             config = parse_job(submission.config, submission.source)
         except JobConfigError as exc:
             name = submission.config.get("name")
-            if isinstance(name, str) and _ID.fullmatch(name):
+            if isinstance(name, str) and is_id(name):
                 self._refuse(name, str(exc))
             raise
         self.submit(config, new_run=submission.new_run)
@@ -548,20 +494,3 @@ class CoordinatorService:
             # A runner waiting for agents counts again now, not at its next poll.
             for runner in self.runners.values():
                 runner.inbox.put_nowait(Inbound("joined", agent))
-
-
-_ID = re.compile(r"^[A-Za-z0-9_.:@=-]{1,128}$")
-
-
-def job_succeeded(history: list[dict[str, Any]]) -> bool:
-    """A job that ran rounds succeeded when at least one of them did."""
-    return not history or any(entry.get("ok") for entry in history)
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _rounds_left(runner: JobRunner) -> int:
-    return runner.config.rounds - runner.flow.completed_rounds

@@ -34,6 +34,11 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@=-]{1,128}$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
+def is_id(value: str) -> bool:
+    """``value`` is a valid id (see :func:`check_id`)."""
+    return bool(_ID_PATTERN.fullmatch(value))
+
+
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a legal agent or job id, else raise InvalidTopic."""
     if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):

@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             Path(args.runs_dir),
             args.metrics_port,
             args.metrics_host,
+            attach=service.attach_telemetry,
         )
     )
     if results.get(config.name):
@@ -145,6 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 Path(args.runs_dir),
                 args.metrics_port,
                 args.metrics_host,
+                attach=service.attach_telemetry,
             )
         )
     return 0

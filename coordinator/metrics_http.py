@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -93,8 +93,16 @@ async def with_telemetry(
     runs_dir: Path,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    attach: Callable[[Callable[[str, bytes | bytearray], None]], None] | None = None,
 ) -> T:
-    """Await ``main`` (a coordinator's serve) while recording telemetry beside it."""
+    """Await ``main`` (a coordinator's serve) while recording telemetry beside it.
+
+    ``attach`` hands the recorder's message handler to the coordinator, whose own
+    connection then carries telemetry: on the secure listener the broker makes the
+    username the client id, so a second connection of the coordinator's user would take
+    the first one over, and each would keep dropping the other. Without it the recorder
+    has a connection of its own (a separate user, or the anonymous test listener).
+    """
     recorder = TelemetryRecorder(broker, runs_dir)
     server = (
         serve_metrics(recorder.metrics, metrics_port, metrics_host)
@@ -103,12 +111,19 @@ async def with_telemetry(
     )
     if server is not None:
         log.warning("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
-    task = asyncio.create_task(recorder.run(), name="telemetry-recorder")
+    if attach is not None:
+        attach(recorder.handle)
+        task = None
+    else:
+        task = asyncio.create_task(recorder.run(), name="telemetry-recorder")
     try:
         return await main
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        else:
+            recorder.store.close()
         if server is not None:
             server.shutdown()
             server.server_close()

@@ -94,6 +94,10 @@ class CoordinatorService:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.retained_cleared = 0  # agents' retained updates/results deleted
         self._shutdown_published = False
+        self._on_telemetry: Callable[[str, bytes | bytearray], None] | None = None
+
+    def attach_telemetry(self, handle: Callable[[str, bytes | bytearray], None]) -> None:
+        self._on_telemetry = handle  # coordinator/metrics_http.py: with_telemetry
 
     @property
     def connected(self) -> asyncio.Event:
@@ -340,8 +344,7 @@ class CoordinatorService:
             self._claims.clear()
         return self.results
 
-    async def _final_publishes(self) -> None:
-        """Refusals queued by jobs that never started go out before the exit."""
+    async def _final_publishes(self) -> None:  # refusals of jobs that never started
         if self._side_tasks:
             await asyncio.wait(self._side_tasks, timeout=FINAL_PUBLISH_S)
 
@@ -375,6 +378,9 @@ class CoordinatorService:
             agent_data = bus.SubscribeOptions(qos=1, retainAsPublished=True)
             await client.subscribe(self.topics.all_job_updates(), options=agent_data)
             await client.subscribe(self.topics.all_job_results(), options=agent_data)
+            if self._on_telemetry is not None:  # the telemetry recorder rides this connection
+                await client.subscribe(self.topics.all_agent_telemetry(), qos=0)
+                await client.subscribe(self.topics.all_job_status(), qos=1)
             if self.accept_submissions:
                 await client.subscribe(self.topics.job_submit(), qos=1)
                 await client.subscribe(self.topics.job_control(), qos=1)
@@ -421,14 +427,9 @@ class CoordinatorService:
             self.rejections.record(topic, exc, time.monotonic())
 
     def _clear_retained(self, topic: str) -> None:
-        """Delete what an agent retained on its update or result topics.
-
-        The broker cannot refuse the retain flag per topic, so an agent could fill its
-        retained store (finding 5: 21 x 30 MiB on junk job topics, persisted and replayed
-        into every restart). Updates and results are never retained by fedbus: the
-        coordinator, which may write every topic, publishes the empty retained message
-        that deletes them, for any job, running here or not.
-        """
+        """Delete what an agent retained on its update or result topics (never retained by
+        fedbus; the broker cannot refuse the flag per topic, so an agent could fill its
+        retained store: finding 5 of #16), for any job, running here or not."""
         kind = self.topics.parse(topic).kind
         if kind not in (TopicKind.JOB_UPDATE, TopicKind.JOB_RESULT) or self._group is None:
             return
@@ -459,6 +460,8 @@ class CoordinatorService:
                     runner.inbox.offer(item)
                 else:
                     runner.inbox.put_nowait(item)
+            case TopicKind.AGENT_TELEMETRY | TopicKind.JOB_STATUS if self._on_telemetry:
+                self._on_telemetry(topic, payload)
             case TopicKind.JOB_SUBMIT:
                 self._submission(payload)
             case TopicKind.JOB_CONTROL:

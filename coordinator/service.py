@@ -258,7 +258,7 @@ class CoordinatorService:
                 # The service is stopping: the job's own task stops with it, and the session
                 # publishes the "stopped" state.
                 inner.cancel()
-                await asyncio.gather(inner, return_exceptions=True)
+                await asyncio.wait([inner], timeout=FINAL_PUBLISH_S)  # bounded: shutdown ends
                 raise
             self.results[job] = False
             job_log.info("job %s cancelled after round %d", job, runner.flow.completed_rounds)

@@ -40,6 +40,13 @@ async def test_a_clean_shutdown_marks_running_jobs_stopped(
     serving = asyncio.create_task(service.serve())
     async with asyncio.timeout(60):
         await began.wait()
+    # The job is running as far as anyone can see (its retained status says so): the
+    # shutdown below must leave "stopped", not a "running" published after it.
+    while (
+        decode_json(JobStatus, await retained(settings, topics.job_status("waiting"))).state
+        != "running"
+    ):
+        await asyncio.sleep(0.05)
     # Execute: what Ctrl-C does to asyncio.run's main task.
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)

@@ -12,40 +12,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from edge_agent.compat import TaskGroup
+from edge_agent.compute_placement import ComputePlacement
 from edge_agent.error_feedback import ResidualStore
+from edge_agent.identity import AgentIdentity, TrainFn, ValidateFn
 from edge_agent.link_shaper import LinkShaper
 from edge_agent.measurements import Measurements
+from edge_agent.model_arrivals import ModelArrivals
 from edge_agent.model_store import GlobalModel, ModelStore
 from edge_agent.packages import (
     AgentPackages,
     LoadedPackage,
     train_with_package,
-    validate_with_package,
+)
+from edge_agent.replies import (
+    REFUSED_MODEL_MISSING,
+    REFUSED_MODEL_MOVED_ON,
+    failure_reply,
+    refused_validation,
 )
 from edge_agent.round_resources import RoundResources
 from edge_agent.telemetry import TelemetryPublisher, TelemetrySource
 from edge_agent.trainer import LocalTrainer
-from edge_agent.updates import UpdatePlan, build_update, describe, timed
+from edge_agent.updates import UpdatePlan, build_update, describe
+from edge_agent.validation import validate
 from edge_agent.wall_training import train_on_wall
 from fedbus.packages import PackageRefused
 from fedbus.protocol import bus
 from fedbus.protocol.errors import FedbusProtocolError
 from fedbus.protocol.formulas import training_seed
 from fedbus.protocol.messages import (
-    AgentProfile,
     AgentStatus,
     ResultMeta,
     Task,
     Telemetry,
     Timings,
-    UpdateMeta,
     decode_envelope,
     encode_envelope,
     encode_json,
@@ -54,9 +59,6 @@ from fedbus.protocol.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
 
-# Reasons of a refusal (a ``success: false`` reply to a task that was never started).
-REFUSED_MODEL_MOVED_ON = "model_moved_on"  # a newer model (or another run's) is held
-REFUSED_MODEL_MISSING = "model_missing"  # the task's model never arrived
 # The last will's ts: this long after the session's online status (statuses apply in ts order).
 WILL_AFTER_ONLINE = 1e-3
 
@@ -64,40 +66,8 @@ MODEL_WAIT_SECONDS = 60.0
 # Models are retained, and every (re)subscribe makes the broker send the retained ones
 # again: QoS 1 would add nothing but a PUBACK per agent and model to the round's path.
 MODEL_QOS = 0
-# The agent's own trainer runs a train or validate computation on the event loop itself
-# when the same kind last took under INLINE_CPU_SECONDS of CPU and INLINE_WALL_SECONDS of
-# wall time. Handing a few ms of training to a worker thread costs more than it saves:
-# measured with 50 agent processes on two cores (digits MLP, 20 steps, ~4 ms of CPU a
-# round), rounds took 0.23-0.32 s inline against 0.29-0.42 s through asyncio.to_thread,
-# in back-to-back runs. The wall bound is loose on purpose: on a shared CPU the wall time
-# is mostly waiting for a core (10 ms of CPU took 200-350 ms of wall with 50 agents on 2
-# cores; a 0.25 s bound sent about half the training to a thread), and blocking the loop for
-# up to 2 s delays nothing that matters (keep-alives are 15 s apart, tasks run one at a
-# time). The CPU bound is above the first round's cost (torch warms up: 40-70 ms of CPU
-# for that MLP), so the second round already runs inline. Longer work, work not measured
-# yet and a custom train_fn (it may wait on something only the loop can deliver) stay
-# off it.
-# A task received within this long of its model's last byte came with it (_round_start).
-MODEL_THEN_TASK_SECONDS = 1.0
-INLINE_CPU_SECONDS = 0.1
-INLINE_WALL_SECONDS = 2.0
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class AgentIdentity:
-    agent_id: str
-    partition: int
-    profile: AgentProfile
-
-
-# Adaptive training and virtual clocks replace how a task is trained and timed.
-TrainFn = Callable[[Task, GlobalModel, AgentIdentity], UpdatePlan]
-# Another framework's evaluation (a Flower client's): (loss, accuracy, examples, metrics).
-ValidateFn = Callable[
-    [Task, GlobalModel, AgentIdentity], tuple[float, float, int, dict[str, float]]
-]
 
 
 class EdgeAgent:
@@ -138,8 +108,7 @@ class EdgeAgent:
         self.tasks_done = 0
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
         self._buffer = bytearray()
-        # (CPU, wall) seconds the last compute of each kind ("train", "validate") took.
-        self._compute_cost: dict[str, tuple[float, float]] = {}
+        self._placement = ComputePlacement()  # on the loop or in a thread, by last cost
         # Time is measured on the monotonic clock only: a device's calendar clock may be
         # hours off (no battery-backed clock, no NTP). ``clock`` (the calendar) only stamps
         # status messages and judges a task that carries no relative timeout.
@@ -150,11 +119,7 @@ class EdgeAgent:
         self.resources = RoundResources(trainer.device)
         self._received: dict[str, float] = {}  # task id -> monotonic time of receipt
         self._task_received = 0.0  # receipt time of the task being trained
-        self._model_began: dict[str, tuple[float, int]] = {}  # job -> (first byte, bytes)
-        # job -> (version, first byte, last byte) of the last model fetched, and when the
-        # agent last went idle (see _round_start).
-        self._fetched: dict[str, tuple[int, float, float]] = {}
-        self._idle_since = -math.inf
+        self._arrivals = ModelArrivals()  # when models came, so when rounds began
         self._profiled: set[str] = set()  # jobs whose measurements the profile carries
         self._session_began = 0.0  # this MQTT session's online-status stamp
         self.telemetry = (
@@ -284,21 +249,19 @@ class EdgeAgent:
 
     async def _receive_model(self, job: str, payload: bytes | bytearray, began: float) -> None:
         """Offer a model (or chunk) to the store; time each new model's download."""
-        first, size = self._model_began.get(job, (began, 0))
-        self._model_began[job] = (first, size + len(payload))
+        self._arrivals.piece(job, began, len(payload))
         before = self.models.latest(job)
         try:
             model = await self.models.offer(payload, key=job)
         except BaseException:
-            self._model_began.pop(job, None)
+            self._arrivals.dropped(job)
             raise
         if model is not None and model is not before:
-            self._model_began.pop(job, None)
-            now = self.monotonic()
-            self._fetched[job] = (model.version, first, now)
-            self.measurements.observe_download(size + len(payload), now - first)
+            download = self._arrivals.fetched(job, model.version, self.monotonic())
+            if download is not None:
+                self.measurements.observe_download(*download)
         elif model is not None:
-            self._model_began.pop(job, None)  # a version already held: nothing was fetched
+            self._arrivals.dropped(job)  # a version already held: nothing was fetched
 
     def _expired(self, task: Task) -> bool:
         """Past its time: the relative timeout from receipt, else the absolute deadline."""
@@ -333,7 +296,7 @@ class EdgeAgent:
                 log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
                 await self._report_failure(task, describe(exc))
             self._received.pop(task.task_id, None)
-            self._idle_since = self.monotonic()
+            self._arrivals.idle(self.monotonic())
             if self.telemetry is not None and self.telemetry.buffered:
                 await self.telemetry.flush()  # batch mode: between tasks, off the round's path
             self.tasks_done += 1
@@ -341,44 +304,12 @@ class EdgeAgent:
     async def _report_failure(
         self, task: Task, reason: str, validation: ResultMeta | None = None
     ) -> None:
-        common: dict[str, Any] = {
-            "job": task.job,
-            "round": task.round,
-            "agent": self.agent_id,
-            "task_id": task.task_id,
-            "success": False,
-            "reason": reason,
-        }
-        meta: UpdateMeta | ResultMeta
+        meta = failure_reply(task, self.agent_id, reason, validation)
         if task.kind == "validate":
-            meta = ResultMeta(model_version=task.model_version, **common)
             topic = self.topics.job_result(task.job, self.agent_id)
         else:
-            meta = UpdateMeta(
-                base_version=task.model_version, encoding="none", validation=validation, **common
-            )
             topic = self.topics.job_update(task.job, self.agent_id)
         await self._publish(topic, encode_envelope(meta), task.task_id)
-
-    def _round_start(self, task: Task, received: float) -> float:
-        """When this task's round began for the agent: its receipt, or the start of its
-        model's download when that belongs to the same round.
-
-        The coordinator publishes a round's model just before its tasks, so on a slow link
-        the task arrives right behind the model, and fetching it is part of the round's
-        time (and budget). A model fetched long before the task (the retained one, at
-        connection) or before the agent's previous task ended is not.
-        """
-        fetched = self._fetched.get(task.job)
-        if fetched is None:
-            return received
-        version, first, last = fetched
-        same_round = (
-            version == task.model_version
-            and first > self._idle_since
-            and received - last <= MODEL_THEN_TASK_SECONDS
-        )
-        return min(received, first) if same_round else received
 
     async def _package(self, task: Task) -> LoadedPackage | None:
         """The task's compute package, fetched and verified if need be (or PackageRefused)."""
@@ -405,16 +336,8 @@ class EdgeAgent:
         if request is not None and previous is not None:
             async with self.compute_lock:
                 refused = await self._validate(task, previous, request.task_id, request.round)
-        elif request is not None:
-            refused = ResultMeta(
-                job=task.job,
-                round=request.round,
-                agent=self.agent_id,
-                task_id=request.task_id,
-                model_version=task.model_version,
-                success=False,
-                reason=reason,
-            )
+        else:
+            refused = refused_validation(task, self.agent_id, reason)
         if request is not None and refused is not None and not request.in_update:
             await self._publish(
                 self.topics.job_result(task.job, self.agent_id),
@@ -438,7 +361,7 @@ class EdgeAgent:
             log.info("agent %s: task %s is for an old model version", self.agent_id, task.task_id)
             await self._refuse(task, REFUSED_MODEL_MOVED_ON)
             return
-        received = self._round_start(task, received)
+        received = self._arrivals.round_start(task.job, task.model_version, received)
         self._task_received = received
         t_dl = self.monotonic() - received
         if task.kind == "validate":
@@ -534,61 +457,24 @@ class EdgeAgent:
         )
 
     async def _compute(self, kind: str, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the loop when it was short last time, else in a worker thread."""
-        cpu, wall = self._compute_cost.get(kind, (math.inf, math.inf))
-        inline = (
-            cpu < INLINE_CPU_SECONDS
-            and wall < INLINE_WALL_SECONDS
-            # A train_fn set from outside (also after construction) may block on the loop.
-            and (kind != "train" or self.train_fn == self._train_wall)
-        )
-        result, cost = timed(fn, *args) if inline else await asyncio.to_thread(timed, fn, *args)
-        self._compute_cost[kind] = cost
-        return result
+        # A train_fn set from outside (also after construction) may block on the loop.
+        custom = kind == "train" and self.train_fn != self._train_wall
+        return await self._placement.run(kind, fn, *args, may_inline=not custom)
 
     async def _validate(
         self, task: Task, model: GlobalModel, task_id: str, round_: int
     ) -> ResultMeta:
-        """The ResultMeta of evaluating ``model``: a failure is reported, not raised."""
-        common: dict[str, Any] = {
-            "job": task.job,
-            "round": round_,
-            "agent": self.agent_id,
-            "task_id": task_id,
-            "model_version": task.model_version,
-        }
-        try:
-            package = self.packages.loaded(task.config.package) if self.packages else None
-            metrics: dict[str, float] = {}
-            if package is not None and package.validates:
-                loss, accuracy, n, metrics = await self._compute(
-                    "package-validate",
-                    validate_with_package,
-                    task,
-                    model.tensors,
-                    self.identity.partition,
-                    package,
-                )
-            elif self.validate_fn is not None:
-                loss, accuracy, n, metrics = await self._compute(
-                    "custom-validate", self.validate_fn, task, model, self.identity
-                )
-            else:
-                loss, accuracy, n = await self._compute(
-                    "validate",
-                    self.trainer.evaluate,
-                    task.config,
-                    self.identity.partition,
-                    model.tensors,
-                )
-            meta = ResultMeta(
-                **common, num_examples=n, loss=loss, accuracy=accuracy, metrics=metrics
-            )
-        except Exception as exc:
-            # A validation's failure must not cost the training folded into the same task.
-            log.exception("agent %s: validation %s failed", self.agent_id, task_id)
-            meta = ResultMeta(**common, success=False, reason=describe(exc))
-        return meta
+        return await validate(
+            task,
+            model,
+            task_id,
+            round_,
+            identity=self.identity,
+            trainer=self.trainer,
+            packages=self.packages,
+            validate_fn=self.validate_fn,
+            compute=self._compute,
+        )
 
     def _train_package(self, task: Task, model: GlobalModel, package: LoadedPackage) -> UpdatePlan:
         outcome = train_with_package(

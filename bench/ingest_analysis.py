@@ -18,11 +18,15 @@ def analyse(
     ends = {e["round"]: e["data"] for e in events if e["event"] == "ROUND_END"}
     lag_ends = [t for t, _ in rec.lag]
     rounds = []
+    previous = float("-inf")
     for r, begin in sorted(rec.round_begins.items()):
         aggregated = next((t for t in rec.model_publishes if t > begin), None)
         if aggregated is None or r not in ends:
             continue
-        acks = [t for t in rec.task_acks if begin < t < aggregated]
+        # The round engine dispatches before it records ROUND_BEGIN: the round's task
+        # PUBACKs are those after the previous round's model went out.
+        acks = [t for t in rec.task_acks if previous < t < aggregated]
+        previous = aggregated
         if not acks:
             continue
         acked = max(acks)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/speedups_ab.py [--settings on,decoders,off] [--reps 2]
                                           [--agents 10] [--rounds 4] [--sizes 10]
+                                          [--trees ../wt-old]
 
 Runs, for every rep and every setting of ``FEDBUS_PAHO_SPEEDUPS`` in turn (interleaved, so
 drift in the machine's load falls on every setting alike):
@@ -14,6 +15,8 @@ vs_flower  ``bench/vs_flower.py --engines fedbus``: the digits job on ``coordina
 Every process of a run (coordinator, agents, publishers) uses the setting. Prints each
 run's figures, then per setting the median over reps and the change against the first
 setting. A patch pays when switching it off costs more than the spread between reps.
+``--trees`` adds other checkouts (git worktrees of older commits, say one with a patch that
+was dropped): each runs the first setting in the same interleaving, on this venv.
 """
 
 from __future__ import annotations
@@ -26,32 +29,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+Arm = tuple[Path, str]
+
 REPO = Path(__file__).resolve().parent.parent
 INGEST_RATE = re.compile(r"^  median: ([\d.]+) updates/s", re.M)
 INGEST_LAG = re.compile(r"loop lag while updates stream in: max (\d+) ms")
 ROUND = re.compile(r"\] fedbus: [\d.]+ s, per-round ([\d.]+) (ms|s)")
 
 
-def run(argv: list[str], setting: str) -> str:
-    env = {**os.environ, "FEDBUS_PAHO_SPEEDUPS": setting}
+def run(argv: list[str], setting: str, tree: Path = REPO) -> str:
+    # PYTHONPATH puts another checkout's packages ahead of this venv's editable install
+    # (setuptools appends its editable finder after the path finder).
+    env = {**os.environ, "FEDBUS_PAHO_SPEEDUPS": setting, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        [sys.executable, *argv], env=env, cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, *argv], env=env, cwd=tree, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
     return done.stdout
 
 
-def ingest(setting: str, agents: int, rounds: int) -> tuple[float | None, float | None]:
+def ingest(
+    setting: str, agents: int, rounds: int, tree: Path = REPO
+) -> tuple[float | None, float | None]:
     argv = ["bench/ingest.py", "--phases", "replay", "--agents", str(agents)]
-    out = run([*argv, "--rounds", str(rounds)], setting)
+    out = run([*argv, "--rounds", str(rounds)], setting, tree)
     rate, lag = INGEST_RATE.search(out), INGEST_LAG.search(out)
     return (float(rate[1]) if rate else None, float(lag[1]) if lag else None)
 
 
-def per_round(setting: str, size: int, rounds: int) -> float | None:
+def per_round(setting: str, size: int, rounds: int, tree: Path = REPO) -> float | None:
     argv = ["bench/vs_flower.py", "--engines", "fedbus", "--sizes", str(size)]
-    found = ROUND.search(run([*argv, "--rounds", str(rounds)], setting))
+    found = ROUND.search(run([*argv, "--rounds", str(rounds)], setting, tree))
     if found is None:
         return None
     return float(found[1]) / (1000.0 if found[2] == "ms" else 1.0)
@@ -79,37 +88,51 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, default=10, help="vs_flower agents")
     parser.add_argument("--flower-rounds", type=int, default=10)
     parser.add_argument("--benches", default="ingest,vs_flower")
+    parser.add_argument(
+        "--trees",
+        default="",
+        help="other checkouts (e.g. git worktrees of older commits) run beside this one, "
+        "each with the first setting; ',' separated",
+    )
     args = parser.parse_args()
     sep = ";" if ";" in args.settings else ","
     settings = [s.strip() for s in args.settings.split(sep) if s.strip()]
     benches = set(args.benches.split(","))
-    tree = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
-    ).stdout.strip()
-    print(f"fedbus {tree}, {os.cpu_count()} cores; settings {settings}, {args.reps} reps")
-    rates: dict[str, list[float | None]] = {s: [] for s in settings}
-    lags: dict[str, list[float | None]] = {s: [] for s in settings}
-    rounds: dict[str, list[float | None]] = {s: [] for s in settings}
+    others = [Path(t).resolve() for t in args.trees.split(",") if t.strip()]
+    arms = [(REPO, setting) for setting in settings] + [(tree, settings[0]) for tree in others]
+    names = {arm: f"{describe(arm[0])}:{arm[1]}" for arm in arms}
+    print(f"{os.cpu_count()} cores; arms {list(names.values())}, {args.reps} reps")
+    rates: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
+    lags: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
+    rounds: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
+    width = max(len(name) for name in names.values())
     for rep in range(args.reps):
-        for setting in settings:
-            line = f"rep {rep} {setting:<12}"
+        for arm in arms:
+            tree, setting = arm
+            line = f"rep {rep} {names[arm]:<{width}}"
             if "ingest" in benches:
-                rate, lag = ingest(setting, args.agents, args.rounds)
-                rates[setting].append(rate)
-                lags[setting].append(lag)
+                rate, lag = ingest(setting, args.agents, args.rounds, tree)
+                rates[arm].append(rate)
+                lags[arm].append(lag)
                 line += f" ingest {rate} updates/s, lag max {lag} ms;"
             if "vs_flower" in benches:
-                rounds[setting].append(per_round(setting, args.sizes, args.flower_rounds))
-                line += f" per-round {rounds[setting][-1]} s"
+                rounds[arm].append(per_round(setting, args.sizes, args.flower_rounds, tree))
+                line += f" per-round {rounds[arm][-1]} s"
             print(line, flush=True)
-    base = settings[0]
-    print(f"\nmedians over {args.reps} reps (change against {base}):")
-    for setting in settings:
-        rate, lag, rnd = median(rates[setting]), median(lags[setting]), median(rounds[setting])
+    base = arms[0]
+    print(f"\nmedians over {args.reps} reps (change against {names[base]}):")
+    for arm in arms:
+        rate, lag, rnd = median(rates[arm]), median(lags[arm]), median(rounds[arm])
         print(
-            f"  {setting:<12} ingest {rate} updates/s ({change(rate, median(rates[base]))}),"
+            f"  {names[arm]:<{width}} ingest {rate} updates/s ({change(rate, median(rates[base]))}),"
             f" lag max {lag} ms; per-round {rnd} s ({change(rnd, median(rounds[base]))})"
         )
+
+
+def describe(tree: Path) -> str:
+    return subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 if __name__ == "__main__":

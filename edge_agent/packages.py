@@ -75,14 +75,18 @@ class LoadedPackage:
 
     @property
     def modules(self) -> tuple[str, ...]:
-        """The top-level modules its entry points name: trusted with the package's pinned
-        hash, so the built-in trainer may import them (the agent's ``--trust`` prefixes
-        are for code installed on the device)."""
+        """The top-level modules its entry points name and it ships: trusted with the
+        package's pinned hash, so the built-in trainer may import them (the agent's
+        ``--trust`` prefixes are for code installed on the device). A name the package
+        does not ship (``os``, an installed library) is not made trusted by naming it."""
         s = self.spec
         names = (s.model, s.data, s.flower_client, s.startup, s.build, s.train, s.validate_)
-        return tuple(
-            dict.fromkeys(n.split(":")[0].split(".")[0] for n in names if isinstance(n, str))
-        )
+        tops = dict.fromkeys(n.split(":")[0].split(".")[0] for n in names if isinstance(n, str))
+        return tuple(name for name in tops if self.ships(name))
+
+    def ships(self, module: str) -> bool:
+        """Whether ``module`` (a top-level name) is a file or package of this package."""
+        return (self.directory / f"{module}.py").is_file() or (self.directory / module).is_dir()
 
 
 @dataclass

@@ -113,6 +113,9 @@ class JobFlow(ValidationFlow):
         self.rng.setstate(_tuple_state(state.rng))
         if self.budget is not None and state.budget:
             self.budget.load_state(state.budget)
+        # Agents found unable to run the job's code stay excluded across a restart.
+        for entry in self.history:
+            self.plan.unable.update(entry.get("excluded") or {})
 
     def t_budget(self) -> float:
         """This round's budget: the selector's own, else the job pacer's, else the job's."""

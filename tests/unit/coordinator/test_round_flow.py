@@ -232,3 +232,15 @@ def test_restarting_from_every_checkpoint_gives_the_same_rounds() -> None:
         resumed = [(e["round"], e["selected"], e["kept"]) for e in ends(world)]
         assert resumed == expected[done:], done  # the rest, once each, as uninterrupted
         assert flow.model_version == cfg.rounds
+
+
+def test_agents_excluded_before_a_restart_stay_excluded() -> None:
+    cfg = config()
+    world = FakeWorld(new_flow(cfg))
+    world.run()
+    state = world.flow.snapshot().model_dump()
+    state["history"][0]["excluded"] = {"a3": "untrusted entry point"}
+    flow = new_flow(cfg)
+    flow.restore(CheckpointState.model_validate(state))
+    assert flow.plan.unable == {"a3": "untrusted entry point"}
+    assert flow.plan.eligible(AGENTS, None) == ["a0", "a1", "a2"]

@@ -97,7 +97,7 @@ PACKAGE_FIELDS: dict[str, str] = {
     "build": "Reserved for a build step (FEDn's `build`); not run by fedbus yet.",
     "train": "The package's own training: `module:callable(weights, context) -> (weights, num_examples[, metrics])` or `{command: CMD}` run as `CMD MODEL_IN.npz MODEL_OUT.npz`. Default: fedbus's SGD trainer.",
     "validate": "The package's own validation: `module:callable(weights, context) -> {metric: number}` or `{command: CMD}` run as `CMD MODEL_IN.npz METRICS.json`. Default: loss and accuracy.",
-    "requirements": "What the code imports beyond fedbus (informational).",
+    "requirements": "PEP 508 requirements (`numpy>=1.26`) the code needs beyond fedbus: an agent checks them against what it has installed before running any of the package's code, and refuses the package, naming what is missing (it installs nothing).",
 }
 
 

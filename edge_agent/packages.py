@@ -28,6 +28,7 @@ from edge_agent.trainer import TrainOutcome
 from fedbus.packages import PackageRefused, PackageRunError, PackageUnavailable
 from fedbus.packages.cache import PackageCache
 from fedbus.packages.entry import TaskContext, activate, run_startup, run_train, run_validate
+from fedbus.packages.requirements import unmet
 from fedbus.packages.spec import PackageSpec
 from fedbus.protocol import bus, chunking
 from fedbus.protocol.errors import FedbusProtocolError
@@ -144,6 +145,10 @@ class AgentPackages:
                     log.info("package %s: fetched %d bytes, verified", sha[:12], len(payload))
                 directory = self.cache.path(sha)
                 spec = self.cache.spec(sha)
+                if missing := unmet(spec.requirements):
+                    raise PackageRefused(
+                        f"package {spec.name} needs {', '.join(missing)} on this agent"
+                    )
                 activate(directory)
                 if spec.startup is not None:
                     await asyncio.to_thread(run_startup, spec.startup, directory)

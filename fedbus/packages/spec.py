@@ -8,7 +8,7 @@
     startup: wine_model:startup           # optional, run once per agent process
     train: wine_model:train               # optional; default: fedbus's own SGD trainer
     validate: wine_model:validate         # optional; default: loss and accuracy
-    requirements: [numpy]                 # what the code imports beyond fedbus's own
+    requirements: [numpy>=1.26]           # checked on the agent before any code runs
 
 An entry point is either a Python callable (``module:callable``, imported from the unpacked
 package) or, FEDn's single-input single-output form, a command (``{command: "python
@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from fedbus.packages import PackageSpecError
+from fedbus.packages.requirements import parse as parse_requirement
 
 SPEC_FILE = "fedbus.yaml"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -75,6 +76,13 @@ class PackageSpec(BaseModel):
     def _entry(cls, value: EntryPoint | None) -> EntryPoint | None:
         if isinstance(value, str) and not _CALLABLE.fullmatch(value):
             raise ValueError(f"{value!r} must look like 'module:callable' or be {{command: ...}}")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: list[str]) -> list[str]:
+        for requirement in value:
+            parse_requirement(requirement)  # PEP 508, or a ValueError saying what is wrong
         return value
 
     @model_validator(mode="after")

@@ -34,6 +34,8 @@ Arm = tuple[Path, str]
 REPO = Path(__file__).resolve().parent.parent
 INGEST_RATE = re.compile(r"^  median: ([\d.]+) updates/s", re.M)
 INGEST_LAG = re.compile(r"loop lag while updates stream in: max (\d+) ms")
+# The coordinator loop's own CPU per round: what a patch saves, less blurred by other load.
+INGEST_CPU = re.compile(r"loop thread: on a CPU ([\d.]+) s")
 ROUND = re.compile(r"\] fedbus: [\d.]+ s, per-round ([\d.]+) (ms|s)")
 
 
@@ -51,11 +53,16 @@ def run(argv: list[str], setting: str, tree: Path = REPO) -> str:
 
 def ingest(
     setting: str, agents: int, rounds: int, tree: Path = REPO
-) -> tuple[float | None, float | None]:
+) -> tuple[float | None, float | None, float | None]:
     argv = ["bench/ingest.py", "--phases", "replay", "--agents", str(agents)]
     out = run([*argv, "--rounds", str(rounds)], setting, tree)
     rate, lag = INGEST_RATE.search(out), INGEST_LAG.search(out)
-    return (float(rate[1]) if rate else None, float(lag[1]) if lag else None)
+    cpu = [float(c) for c in INGEST_CPU.findall(out)]
+    return (
+        float(rate[1]) if rate else None,
+        float(lag[1]) if lag else None,
+        statistics.median(cpu) if cpu else None,
+    )
 
 
 def per_round(setting: str, size: int, rounds: int, tree: Path = REPO) -> float | None:
@@ -104,6 +111,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; arms {list(names.values())}, {args.reps} reps")
     rates: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
     lags: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
+    cpus: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
     rounds: dict[Arm, list[float | None]] = {arm: [] for arm in arms}
     width = max(len(name) for name in names.values())
     for rep in range(args.reps):
@@ -111,10 +119,11 @@ def main() -> None:
             tree, setting = arm
             line = f"rep {rep} {names[arm]:<{width}}"
             if "ingest" in benches:
-                rate, lag = ingest(setting, args.agents, args.rounds, tree)
+                rate, lag, cpu = ingest(setting, args.agents, args.rounds, tree)
                 rates[arm].append(rate)
                 lags[arm].append(lag)
-                line += f" ingest {rate} updates/s, lag max {lag} ms;"
+                cpus[arm].append(cpu)
+                line += f" ingest {rate} updates/s, lag max {lag} ms, loop CPU {cpu} s/round;"
             if "vs_flower" in benches:
                 rounds[arm].append(per_round(setting, args.sizes, args.flower_rounds, tree))
                 line += f" per-round {rounds[arm][-1]} s"
@@ -123,9 +132,11 @@ def main() -> None:
     print(f"\nmedians over {args.reps} reps (change against {names[base]}):")
     for arm in arms:
         rate, lag, rnd = median(rates[arm]), median(lags[arm]), median(rounds[arm])
+        cpu = median(cpus[arm])
         print(
             f"  {names[arm]:<{width}} ingest {rate} updates/s ({change(rate, median(rates[base]))}),"
-            f" lag max {lag} ms; per-round {rnd} s ({change(rnd, median(rounds[base]))})"
+            f" lag max {lag} ms, loop CPU {cpu} s/round ({change(cpu, median(cpus[base]))});"
+            f" per-round {rnd} s ({change(rnd, median(rounds[base]))})"
         )
 
 

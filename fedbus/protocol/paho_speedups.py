@@ -18,13 +18,17 @@ into paho's and aiomqtt's private parts. Every patch below
                       (process-wide: paho_decoders.py).
 ``puback_futures``    QoS 1 publishes wait for their PUBACK on one future with one timer,
                       and a refused publish (PUBACK reason code) is logged.
-``message_iterator``  received messages are taken from aiomqtt's queue without a task each.
+
+Dropped, for no gain in a same-run A/B (bench/README.md): ``batched_writes`` (writes made on
+the event loop sent in one batch per loop step, through paho's private ``_registered_write``)
+and ``message_iterator`` (received messages taken from aiomqtt's queue without a task each,
+through ``asyncio.Queue._getters``). Their names are still accepted by the switch, with a
+warning, and change nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import importlib.metadata
 import logging
@@ -70,10 +74,9 @@ log = logging.getLogger(__name__)
 
 DECODERS = "decoders"
 PUBACK_FUTURES = "puback_futures"
-MESSAGE_ITERATOR = "message_iterator"
-ALL = frozenset({DECODERS, PUBACK_FUTURES, MESSAGE_ITERATOR})
-# Dropped: "batched_writes" (writes made on the event loop sent in one batch per loop step,
-# through paho's private _registered_write): no gain in two same-run A/Bs (bench/README.md).
+ALL = frozenset({DECODERS, PUBACK_FUTURES})
+# Patches of earlier releases, dropped for no measured gain: accepted by the switch, ignored.
+DROPPED = frozenset({"batched_writes", "message_iterator"})
 ENV_VAR = "FEDBUS_PAHO_SPEEDUPS"
 
 # The exact versions each patch was run against, whole suite and benchmarks: (paho-mqtt,
@@ -84,7 +87,6 @@ _AIOMQTT = frozenset({"2.3.0", "2.5.1"})
 TESTED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     DECODERS: (frozenset({"2.2.0"}), _AIOMQTT),  # paho < 2.2 has no separate decoders
     PUBACK_FUTURES: (_PAHO, _AIOMQTT),
-    MESSAGE_ITERATOR: (_PAHO, _AIOMQTT),
 }
 
 
@@ -110,6 +112,13 @@ def parse_speedups(text: str, source: str = ENV_VAR) -> frozenset[str]:
     if value in ("off", "none", "0", "false", ""):
         return frozenset()
     names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    if dropped := sorted(names & DROPPED):
+        log.warning(
+            "%s: paho speed-up %s was dropped (no measured gain) and is ignored",
+            source,
+            ", ".join(dropped),
+        )
+        names -= DROPPED
     unknown = sorted(names - ALL)
     if unknown:
         raise ValueError(
@@ -144,7 +153,6 @@ def install(client: aiomqtt.Client, wanted: Iterable[str] = ALL) -> frozenset[st
     installers = {
         DECODERS: lambda: install_decoders(),
         PUBACK_FUTURES: lambda: _track_pubacks(client),
-        MESSAGE_ITERATOR: lambda: _can_iterate(client),
     }
     active: set[str] = set()
     missing: dict[str, str] = {}
@@ -307,55 +315,7 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 
 # ---------------------------------------------------------------- received messages
-def _can_iterate(client: aiomqtt.Client) -> bool:
-    """Whether aiomqtt's queue and disconnect future look as :func:`messages` needs."""
-    queue = getattr(client, "_queue", None)
-    return (
-        isinstance(queue, asyncio.Queue)
-        and isinstance(getattr(queue, "_getters", None), collections.deque)
-        and isinstance(getattr(client, "_disconnected", None), asyncio.Future)
-    )
-
-
 async def messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
-    """``client.messages``, without a task and an ``asyncio.wait`` per message.
-
-    aiomqtt's iterator wraps every ``queue.get()`` in a task and waits for it or the
-    disconnect with ``asyncio.wait``. With ``message_iterator`` this takes what is queued
-    at once and otherwise waits on one future that the queue's next put (as for any
-    ``get``) or the disconnect wakes. Same order and same end: ``MqttError`` once
-    disconnected, after whatever arrived before. Without, it is aiomqtt's iterator.
-    """
-    if MESSAGE_ITERATOR not in active(client):
-        async for message in client.messages:
-            yield message
-        return
-    queue = client._queue
-    getters: collections.deque[asyncio.Future[None]] = queue._getters  # type: ignore[attr-defined]
-    loop = asyncio.get_running_loop()
-    while True:
-        # aiomqtt replaces its disconnect future on each connect: read it afresh.
-        disconnected = client._disconnected
-        if not queue.empty():
-            yield queue.get_nowait()
-            continue
-        if disconnected.done():
-            raise aiomqtt.MqttError(
-                "Disconnected during message iteration"
-            ) from disconnected.exception()
-        waiter = loop.create_future()
-
-        def wake(_: object, waiter: asyncio.Future[None] = waiter) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        getters.append(waiter)  # asyncio.Queue.put_nowait wakes its first waiting getter
-        disconnected.add_done_callback(wake)
-        try:
-            await waiter
-        finally:
-            disconnected.remove_done_callback(wake)
-            if not waiter.done():
-                waiter.cancel()
-            with contextlib.suppress(ValueError):
-                getters.remove(waiter)
+    """``client.messages``: aiomqtt's own iterator (the one seam every receiver goes through)."""
+    async for message in client.messages:
+        yield message

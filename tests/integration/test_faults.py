@@ -883,7 +883,7 @@ async def test_broker_killed_while_an_agent_publishes(tmp_path: Path) -> None:
 
     # Execute
     try:
-        async with running_agents(settings, agents_count) as agents, asyncio.timeout(60):
+        async with running_agents(settings, agents_count) as agents, asyncio.timeout(180):
             agents[0].train_fn = freeze_after_training(agents[0].train_fn)
             crash = asyncio.create_task(crash_when_frozen())
             results = await service.serve(exit_when_idle=True)

@@ -46,6 +46,15 @@ def test_the_switch_reads_on_off_or_a_list(text: str, expected: frozenset[str]) 
     assert paho_speedups.parse_speedups(text) == expected
 
 
+def test_a_dropped_patch_is_accepted_with_a_warning_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="fedbus.protocol.paho_speedups"):
+        names = paho_speedups.parse_speedups("decoders,message_iterator", "FEDBUS_PAHO_SPEEDUPS")
+    assert names == {"decoders"}
+    assert "message_iterator was dropped" in caplog.text
+
+
 def test_an_unknown_name_is_an_error_naming_where_it_came_from() -> None:
     with pytest.raises(ValueError, match=r"--paho-speedups: unknown paho speed-up 'fast'"):
         paho_speedups.parse_speedups("decoders,fast", "--paho-speedups")
@@ -58,8 +67,8 @@ def test_an_unknown_name_is_an_error_naming_where_it_came_from() -> None:
 )
 async def test_make_client_reports_the_patches_it_installed(fresh: None) -> None:
     assert bus.speedups(client(ALL)) == ALL
-    assert bus.speedups(client(frozenset({"message_iterator"}))) == {
-        "message_iterator",
+    assert bus.speedups(client(frozenset({"puback_futures"}))) == {
+        "puback_futures",
         "decoders",  # process-wide: installed by the first client, active for every later one
     }
 

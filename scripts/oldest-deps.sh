@@ -22,3 +22,22 @@ sys.exit(not (m.version('paho-mqtt') == '$PAHO' and m.version('aiomqtt') == '$AI
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --upgrade \
     --target "$own" "paho-mqtt==$PAHO" "aiomqtt==$AIOMQTT" 2>&1 | grep -v "^WARNING: Location" || true
 fi
+# The console scripts of pyproject's [project.scripts], run by this venv's python: the
+# tests that start `coordinator` or `edge-agent` from the venv's bin (the tutorial, the
+# systemd units, deploy/credentials.sh) then run them on the oldest versions too.
+.venv-oldest/bin/python - <<'PY'
+import sys
+import tomllib
+from pathlib import Path
+
+bin_dir = Path(sys.executable).parent
+python = bin_dir / Path(sys.executable).name
+scripts = tomllib.loads(Path("pyproject.toml").read_text())["project"]["scripts"]
+for name, target in scripts.items():
+    module, function = target.split(":")
+    script = bin_dir / name
+    script.write_text(
+        f"#!{python}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    )
+    script.chmod(0o755)
+PY

@@ -191,6 +191,8 @@ class JobFlow(ValidationFlow):
         t0, ingest = clock.perf, 0.0
         now = self.virtual_time if self.virtual_time is not None else clock.wall
         self.plan.register_new_agents(self.selector, online, now)
+        if self.virtual_time is not None:
+            self.plan.current_selector_times(self.selector, online, self.train_config(), now)
         selection = self.selector.select_participants(c.dispatch_count, now, online)
         selected = list(selection.clients)
         default = dict.fromkeys(selected, self.train_config())

@@ -306,6 +306,7 @@ class JobFlow(ValidationFlow):
             dispatched=len(dispatched),
             succeeded=len(replies),
             counted=len(kept) if ok else 0,
+            full_steps=sum(replies[a].meta.steps >= c.local_steps for a in kept) if ok else 0,
         )
         t3 = clock.perf
         if ok:

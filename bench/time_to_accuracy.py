@@ -85,6 +85,7 @@ class Study:
     proximal_mu: float
     target: float
     data: str
+    max_steps_factor: int = 10
     dataset: str = "fashion"
 
     @property
@@ -133,6 +134,7 @@ class Study:
             adaptive_training=adaptive,
             error_feedback=error_feedback,
             t_budget=self.t_budget,
+            max_steps_factor=self.max_steps_factor,
             time_model_params=self.time_model_params,
         )
 
@@ -265,6 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--proximal-mu", type=float, default=1.0, help="FedProx mu (0: FedAvg's plain SGD)"
     )
+    parser.add_argument(
+        "--max-steps-factor",
+        type=int,
+        default=2,
+        help="adaptive training: at most this many times --local-steps per round (job"
+        " default 10; see docs/results/adaptive-study.md)",
+    )
     parser.add_argument("--target", type=float, default=0.75)
     parser.add_argument(
         "--smooth",
@@ -318,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         t_budget=0.0,
         proximal_mu=args.proximal_mu,
         target=args.target,
+        max_steps_factor=args.max_steps_factor,
         data=str(Path(args.data).resolve()),
         dataset=args.dataset,
     )

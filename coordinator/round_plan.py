@@ -136,6 +136,7 @@ class RoundPlanner:
             budget_recheck_steps=c.budget_recheck_steps,
             ewma_lambda=c.ewma_lambda,
             min_payload_frac=c.min_payload_frac,
+            max_steps_factor=c.max_steps_factor,
             run_phase_2=c.run_phase_2,
             keep_frac=keep_frac,
             error_feedback=c.error_feedback,

@@ -28,9 +28,10 @@ summary.md there.
 ``DIR`` holds Fashion-MNIST's IDX files (Debian: dataset-fashion-mnist; ``dpkg -x`` of its
 .deb works without installing). Sizing: 1,000 clients, K = 20 of floor(1.3 K), 30 rounds,
 5 local steps x batch 10, lr 0.05, momentum 0.9, FedProx mu 1, clients_required K/2,
-target 75 %; t_budget
-starts at 10 s (flash) and 60 s (fedscale) and paces itself within [t/4, 4t]. Results and
-what they mean: docs/results/adaptive-study.md.
+target 75 %; t_budget starts at 10 s (flash) and 60 s (fedscale) and paces itself within
+[t/4, 4t]; extra local steps (adaptive training, PyramidFL's idle-time override) at most
+2 x the 5 steps (``--max-steps-factor``; the job default is 10, which on these ~50-sample
+non-IID clients costs accuracy). Results and what they mean: docs/results/adaptive-study.md.
 
 Anchors (ALGORITHMS.md §6): Oort 1.2x-14.1x over random; Bliss adaptive ~2x over
 non-adaptive on FEMNIST / Google Speech; PyramidFL 2.7x-13.7x over Oort.
@@ -350,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
         f"job: {base.dataset} Dirichlet({base.alpha}), 784-128-10 MLP, K={base.k} of"
         f" floor({base.k}*{base.overcommitment}), {base.rounds} rounds, {base.local_steps}"
         f" local steps x batch {base.batch_size}, lr {base.learning_rate}, FedProx mu"
-        f" {base.proximal_mu}, server-side evaluation every {base.eval_interval} round(s)\n"
+        f" {base.proximal_mu}, extra steps at most {base.max_steps_factor}x, server-side"
+        f" evaluation every {base.eval_interval} round(s)\n"
         f"fleets: "
         + "; ".join(
             f"{s.fleet} ({s.clients} clients, seed {s.fleet_seed}, {s.time_model_params:,}"

@@ -92,7 +92,9 @@ def exploit_len(num: int, epsilon: float, num_scored: int) -> int:
     return max(0, min(num - math.floor(num * epsilon), num_scored))
 
 
-def cutoff_pool(scores: np.ndarray, n_exploit: int, cut_off_util: float) -> np.ndarray:
+def cutoff_pool(
+    scores: np.ndarray, n_exploit: int, cut_off_util: float, min_factor: float = 10.0
+) -> np.ndarray:
     """Positions of the scores eligible for the exploit draw (see module docstring)."""
     n = scores.shape[0]
     if n == 0 or n_exploit <= 0:
@@ -101,7 +103,7 @@ def cutoff_pool(scores: np.ndarray, n_exploit: int, cut_off_util: float) -> np.n
     kth_largest = float(-np.partition(-scores, k)[k])
     cutoff = kth_largest * cut_off_util
     above = np.flatnonzero(scores >= cutoff)
-    wanted = min(n, 10 * n_exploit + 1)
+    wanted = min(n, int(min_factor * n_exploit) + 1)
     if above.shape[0] >= wanted:
         return above.astype(np.int64)
     return np.sort(top_k(scores, wanted))

@@ -49,6 +49,7 @@ def pace_round(
     dispatched: int,
     succeeded: int,
     counted: int,
+    full_steps: int | None = None,
 ) -> dict[str, Any] | None:
     """Feed a closed round to the pacer; what it did, for the round's event (None: no pacer)."""
     if pacer is None:
@@ -64,6 +65,7 @@ def pace_round(
             counted=counted,
             target=config.num_participants,
             required=config.clients_required,
+            full_steps=full_steps,
         )
     )
     set_budget = getattr(selector, "pace_budget", None)

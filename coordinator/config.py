@@ -136,6 +136,9 @@ class JobConfig(BaseModel):
     ewma_lambda: float = Field(0.7, ge=0, le=1)
     min_payload_frac: float = Field(0.3, gt=0, le=1)
     run_phase_2: bool = True
+    # Adaptive training: idle time buys at most max_steps_factor x local_steps (and never
+    # more than 5 passes over the agent's data).
+    max_steps_factor: int = Field(10, ge=1)
     value_dtype: Literal["float32", "float16"] = "float32"
     # Error feedback for top-k updates (edge_agent/error_feedback.py): agents resend what
     # compression dropped. Changes nothing for dense updates, so it is on by default;

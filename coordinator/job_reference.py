@@ -63,6 +63,7 @@ JOB_FIELDS: dict[str, str] = {
     "t_budget_max": "Budget pacer: the highest `t_budget`, seconds (default 4 × `t_budget`).",
     "budget_recheck_steps": "Adaptive training: steps between budget re-checks.",
     "ewma_lambda": "Adaptive training: smoothing of the measured step time.",
+    "max_steps_factor": "Adaptive training: at most this many times local_steps per round.",
     "min_payload_frac": "Adaptive training: the smallest fraction of the update an agent may send.",
     "run_phase_2": "Adaptive training: trade further steps against a smaller payload at the end of the budget.",
     "value_dtype": "Dtype of the update values on the wire.",

@@ -194,6 +194,8 @@ class JobFlow(ValidationFlow):
         t0, ingest = clock.perf, 0.0
         now = self.virtual_time if self.virtual_time is not None else clock.wall
         self.plan.register_new_agents(self.selector, online, now)
+        if self.virtual_time is not None:
+            self.plan.current_selector_times(self.selector, online, self.train_config(), now)
         selection = self.selector.select_participants(c.dispatch_count, now, online)
         selected = list(selection.clients)
         default = dict.fromkeys(selected, self.train_config())
@@ -307,6 +309,7 @@ class JobFlow(ValidationFlow):
             dispatched=len(dispatched),
             succeeded=len(replies),
             counted=len(kept) if ok else 0,
+            full_steps=sum(replies[a].meta.steps >= c.local_steps for a in kept) if ok else 0,
         )
         t3 = clock.perf
         if ok:

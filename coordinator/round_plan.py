@@ -18,7 +18,7 @@ from coordinator.aggregation.trust import capped_weights
 from coordinator.config import JobConfig
 from coordinator.measured_profile import measured_client_profile
 from coordinator.round_verdicts import ClosedRound
-from coordinator.selector_times import refresh_estimates
+from coordinator.selector_times import current_estimates, refresh_estimates
 from coordinator.virtual_clock import VirtualPlan, keep_fastest_replies, plan_fastest
 from fedbus.fleet import Fleet
 from fedbus.fleet.virtual_round import RoundWork, simulate_round
@@ -136,6 +136,7 @@ class RoundPlanner:
             budget_recheck_steps=c.budget_recheck_steps,
             ewma_lambda=c.ewma_lambda,
             min_payload_frac=c.min_payload_frac,
+            max_steps_factor=c.max_steps_factor,
             run_phase_2=c.run_phase_2,
             keep_frac=keep_frac,
             error_feedback=c.error_feedback,
@@ -190,6 +191,13 @@ class RoundPlanner:
             ).total
             for a in agents
         }
+
+    def current_selector_times(
+        self, selector: ClientSelector[Any], agents: list[str], base: TrainConfig, now: float
+    ) -> None:
+        """Before a selection: the candidates' standard-work durations from their state now."""
+        if self.fleet is not None:
+            current_estimates(selector, self.fleet, agents, now, lambda a: self.work(base, a))
 
     def refresh_selector_times(
         self,

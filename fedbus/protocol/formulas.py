@@ -26,7 +26,8 @@ from fedbus.protocol.messages import TrainConfig
 PASSES_CAP = 5
 """At most this many passes over the local data ([P] learner)."""
 MAX_EXTRA_FACTOR = 10
-"""Adaptive training: idle time buys at most 10x the job's local steps."""
+"""Adaptive training: idle time buys at most 10x the job's local steps (the default of a
+job's ``max_steps_factor``)."""
 
 _INT32_LIMIT = 2**31
 
@@ -53,21 +54,24 @@ def fixed_steps(config: TrainConfig, num_train: int) -> int:
     """Steps to run without the planner: ``local_steps``, capped only where raised above E.
 
     A job's own configured steps are never cut (a job may ask for many passes on purpose);
-    only the part an override added is subject to the learner cap.
+    only the part an override added is subject to the learner cap and to the job's
+    ``max_steps_factor`` x E, the same bound the adaptive planner's extra steps obey.
     """
     base = base_steps(config)
     if config.local_steps <= base:
         return config.local_steps
-    return min(config.local_steps, data_step_cap(base, num_train, config.batch_size))
+    cap = min(data_step_cap(base, num_train, config.batch_size), config.max_steps_factor * base)
+    return min(config.local_steps, cap)
 
 
 def adaptive_max_steps(config: TrainConfig, num_train: int | None = None) -> int:
-    """The planner's step ceiling: min(10 * E, max(5 * batches, E)), at least 1.
+    """The planner's step ceiling: min(F * E, max(5 * batches, E)), at least 1.
 
-    Without a known data size (``num_train`` None or 0) only the 10x bound applies.
+    F is the job's ``max_steps_factor`` (default 10). Without a known data size
+    (``num_train`` None or 0) only the F x bound applies.
     """
     base = base_steps(config)
-    cap = MAX_EXTRA_FACTOR * base
+    cap = config.max_steps_factor * base
     if num_train is not None and num_train > 0:
         cap = min(cap, data_step_cap(base, num_train, config.batch_size))
     return max(1, cap)

@@ -197,6 +197,8 @@ class TrainConfig(BaseModel):
     ewma_lambda: float = 0.7
     min_payload_frac: float = 0.3
     run_phase_2: bool = True
+    # Adaptive training: idle time buys at most this many times the job's local steps.
+    max_steps_factor: int = Field(10, ge=1)
     keep_frac: float = Field(1.0, gt=0, le=1)
     # Error feedback: add what top-k dropped from this job's last update to the next one.
     error_feedback: bool = False

@@ -49,7 +49,9 @@ def test_fixed_steps_cap_an_override_above_the_base() -> None:
     raised = _config(55, base=5)  # PyramidFL: E = 5, ratio 11
     assert fixed_steps(raised, num_train=4) == 5  # one batch: max(5, E)
     assert fixed_steps(raised, num_train=95) == 50  # ten batches: five passes
-    assert fixed_steps(raised, num_train=10_000) == 55  # plenty of data: the override stands
+    # plenty of data: the override stands up to the job's max_steps_factor (10) x E
+    assert fixed_steps(raised, num_train=10_000) == 50
+    assert fixed_steps(_config(45, base=5), num_train=10_000) == 45
     assert fixed_steps(_config(12, base=5), num_train=95) == 12  # under the cap: as asked
 
 
@@ -65,3 +67,21 @@ def test_adaptive_cap_is_ten_times_the_base_not_the_override() -> None:
 def test_adaptive_cap_is_at_least_one_step() -> None:
     assert adaptive_max_steps(_config(0)) == 1
     assert adaptive_max_steps(_config(0), num_train=0) == 1
+
+
+def test_the_jobs_max_steps_factor_bounds_the_adaptive_ceiling() -> None:
+    # 200 samples: 20 batches, five passes = 100 steps; E = 5
+    assert adaptive_max_steps(_config(5), num_train=200) == 50  # default 10 x E
+    two = _config(5).model_copy(update={"max_steps_factor": 2})
+    assert adaptive_max_steps(two, num_train=200) == 10
+    assert adaptive_max_steps(two, num_train=20) == 10  # five passes (10) bind equally
+    assert adaptive_max_steps(two, num_train=8) == 5  # one batch: five passes, floor E
+
+
+def test_an_overrides_extra_steps_obey_the_jobs_max_steps_factor_too() -> None:
+    # PyramidFL's idle-time override raised E = 5 to 40 steps; 200 samples allow 100
+    raised = _config(40, base=5)
+    assert fixed_steps(raised, num_train=200) == 40  # default factor 10: 50
+    two = raised.model_copy(update={"max_steps_factor": 2})
+    assert fixed_steps(two, num_train=200) == 10
+    assert fixed_steps(_config(40).model_copy(update={"max_steps_factor": 2}), 200) == 40

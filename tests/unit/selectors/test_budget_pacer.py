@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from client_selectors import make_selector
@@ -81,6 +83,40 @@ def test_a_too_tight_budget_stops_failing_within_a_few_rounds() -> None:
             RoundOutcome(dispatched=13, succeeded=fit, counted=min(fit, 10), target=10, required=6)
         )
     assert 9.0 <= pacer.value < 10.0
+
+
+def test_tightening_stops_where_the_median_kept_agent_runs_the_jobs_steps() -> None:
+    pacer = BudgetPacer(10.0, BOUNDS)
+    full = RoundOutcome(dispatched=13, succeeded=13, counted=10, target=10, required=2)
+    assert pacer.observe(replace(full, full_steps=5)) == "tighten"  # half ran E: still fine
+    assert pacer.value == pytest.approx(9.0)
+    # The median kept update ran fewer steps than the job asks: back up a little,
+    # although K agents fit (before this rule the budget kept tightening here).
+    assert pacer.observe(replace(full, full_steps=4)) == "widen"
+    assert pacer.value == pytest.approx(9.0 * 1.25**0.5)
+    assert pacer.observe(full) == "tighten"  # step counts unknown: the rule is off
+
+
+def test_the_step_floor_settles_the_budget_where_half_the_agents_run_e() -> None:
+    # A toy fleet: agent i runs floor(budget / step_s[i]) steps, step times 0.5..3.1 s,
+    # everyone fits at least a minimal update (so K always succeed).
+    step_s = [0.5 + 0.2 * i for i in range(14)]
+    pacer = BudgetPacer(40.0, BudgetBounds(lower=1.0, upper=80.0))
+    for _ in range(60):
+        kept = sorted(int(pacer.value // s) for s in step_s)[-10:]  # the 10 that ran most
+        pacer.observe(
+            RoundOutcome(
+                dispatched=14,
+                succeeded=14,
+                counted=10,
+                target=10,
+                required=5,
+                full_steps=sum(n >= 5 for n in kept),
+            )
+        )
+    # The 5th-fastest of the kept runs E = 5 steps at 5 x 1.3 = 6.5 s; the budget hovers
+    # just around it instead of falling to the lower bound.
+    assert 6.5 * 0.85 <= pacer.value <= 6.5 * 1.25
 
 
 def test_state_round_trips() -> None:

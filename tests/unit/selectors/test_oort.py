@@ -42,8 +42,8 @@ def test_epsilon_decays_before_use_and_sets_the_explore_share() -> None:
     for i in range(50):  # half the fleet explored
         selector.register_feedback(f"c{i}", 1.0 + i, 0, 1.0, True)
     selection = selector.select_participants(10, 0.0, ids(100))
-    assert selection.info["epsilon"] == pytest.approx(0.9 * 0.98)
-    assert len(selection.info["exploit"]) == 10 - int(10 * 0.882) == 2
+    assert selection.info["epsilon"] == pytest.approx(0.9 * 0.95)
+    assert len(selection.info["exploit"]) == 10 - int(10 * 0.855) == 2
     assert len(selection.info["explore"]) == 8
     assert all(int(c[1:]) >= 50 for c in selection.info["explore"])
     assert all(int(c[1:]) < 50 for c in selection.info["exploit"])
@@ -70,7 +70,7 @@ def test_initial_reward_cap() -> None:
 
 def test_preferred_duration_uses_all_registered_clients() -> None:
     durations = [float(d) for d in range(1, 11)]
-    selector = oort(10, durations=durations)  # round_threshold 30: sorted[int(10 * 0.3)] = 4
+    selector = oort(10, durations=durations, round_threshold=30.0)  # sorted[int(10 * 0.3)] = 4
     selection = selector.select_participants(3, 0.0, [f"c{i}" for i in range(5, 10)])
     assert selection.info["preferred_duration"] == 4.0  # online alone would give 7
 
@@ -165,19 +165,48 @@ def test_blacklist_caps_at_an_integer_share_of_the_fleet() -> None:
         assert "c3" in selection.clients  # count 2 > 1 but beyond the cap
 
 
-def test_shortfall_is_padded_from_the_scored_pool() -> None:
+def test_exploration_the_unexplored_cannot_fill_is_exploited() -> None:
+    # epsilon 0.9 * 0.98 asks for 8 explore picks of 10; nobody is unexplored
     selector = oort(20)
     for i in range(20):
         selector.register_feedback(f"c{i}", 1.0 + i, 0, 1.0, True)
     selection = selector.select_participants(10, 0.0, ids(20))
-    assert len(selection.info["exploit"]) == 2
-    assert len(selection.info["padding"]) == 8
+    assert len(selection.info["exploit"]) == 10
+    assert selection.info["explore"] == [] and selection.info["padding"] == []
     assert len(set(selection.clients)) == 10
+
+
+def test_a_partly_filled_explore_quota_hands_the_rest_to_the_cut_off_pool() -> None:
+    # 3 unexplored for a quota of 8: 3 explore, 7 exploit drawn from the cut-off pool,
+    # which with cut_off_util 0.7 and no pool floor leaves the low scorers out
+    # (normalised scores: c0-c9 1.0, c10-c18 0.5, c19 0)
+    def picks(**knobs: object) -> tuple[list[str], list[str]]:
+        selector = oort(23, cut_off_util=0.7, exploration_factor=0.9, **knobs)
+        for i in range(20):
+            reward = 100.0 if i < 10 else 55.0 if i < 19 else 10.0
+            selector.register_feedback(f"c{i}", reward, 0, 1.0, True)
+        selection = selector.select_participants(10, 0.0, ids(23))
+        return selection.info["explore"], selection.info["exploit"]
+
+    explore, exploit = picks(exploit_pool_factor=0.0)
+    assert sorted(explore) == ["c20", "c21", "c22"]
+    assert len(exploit) == 7
+    assert all(int(c[1:]) < 10 for c in exploit)  # only scores >= 0.7 x the 7th are eligible
+    # FedScale's floor of 10x the exploit count opens the pool to everyone scored
+    _, wide = picks(exploit_pool_factor=10.0, seed=0)
+    assert any(int(c[1:]) >= 10 for c in wide)
 
 
 def test_pacer_uses_only_exploit_picks_that_succeeded() -> None:
     # pacer_step 1: every call compares the last two round averages
-    selector = oort(10, pacer_step=1, pacer_delta=5.0, exploration_factor=0.0, exploration_min=0.0)
+    selector = oort(
+        10,
+        pacer_step=1,
+        pacer_delta=5.0,
+        round_threshold=30.0,
+        exploration_factor=0.0,
+        exploration_min=0.0,
+    )
     for i in range(10):
         selector.register_feedback(f"c{i}", 1.0, 0, 1.0, True)
     first = selector.select_participants(3, 0.0, ids(10))

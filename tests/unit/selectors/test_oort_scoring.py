@@ -92,6 +92,14 @@ def test_cutoff_pool_grows_to_ten_times_exploit_len() -> None:
     assert pool.tolist() == list(range(21))  # [F]: more than 10 * exploitLen candidates
 
 
+def test_cutoff_pool_without_a_floor_is_oorts_own_prefix() -> None:
+    scores = np.linspace(1.0, 0.02, 50)
+    # [O]: the scores >= cut_off_util x the exploitLen-th, nothing added
+    pool = cutoff_pool(scores, 2, 0.7, min_factor=0.0)
+    assert pool.tolist() == np.flatnonzero(scores >= 0.7 * scores[2]).tolist()
+    assert pool.size < 21  # the [F] floor would have made it 21
+
+
 def test_cutoff_pool_clamps_the_index_when_everything_is_exploited() -> None:
     scores = np.array([0.5, 0.9, 0.1])
     assert sorted(cutoff_pool(scores, 3, 0.7).tolist()) == [0, 1, 2]  # original: IndexError

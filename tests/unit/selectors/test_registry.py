@@ -32,16 +32,17 @@ def test_registry_is_explicit_and_classes_expose_their_knobs() -> None:
         assert selector.seed == 3
 
 
-def test_oort_defaults_are_fedscales() -> None:
+def test_oort_defaults_are_the_oort_artifacts() -> None:
+    # [O] column of ALGORITHMS.md 1.6 (issue 22: FedScale's suit thousands online)
     knobs = OortKnobs()
     assert (knobs.exploration_factor, knobs.exploration_decay, knobs.exploration_min) == (
         0.9,
-        0.98,
-        0.3,
+        0.95,
+        0.2,
     )
-    assert (knobs.round_threshold, knobs.round_penalty) == (30.0, 2.0)
+    assert (knobs.round_threshold, knobs.round_penalty) == (10.0, 2.0)
     assert (knobs.pacer_step, knobs.pacer_delta, knobs.sample_window) == (20, 5.0, 5.0)
-    assert (knobs.clip_bound, knobs.cut_off_util) == (0.9, 0.05)
+    assert (knobs.clip_bound, knobs.cut_off_util, knobs.exploit_pool_factor) == (0.98, 0.7, 0.0)
     assert (knobs.blacklist_rounds, knobs.blacklist_max_len) == (-1, 0.3)
 
 

@@ -12,6 +12,7 @@ model's true accuracy on the held-out union of every partition's test split.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,12 @@ class ForgingTrainer(LocalTrainer):
 
 def lie(agent: EdgeAgent) -> None:
     honest = agent.train_fn
-    rng = np.random.default_rng(7)
 
     def noisy(task: Task, model: Any, identity: AgentIdentity) -> UpdatePlan:
         plan = honest(task, model, identity)
         if task.job != "clean":
+            # Seeded by job and round: the jobs' tasks reach the liar in whatever order.
+            rng = np.random.default_rng([7, zlib.crc32(task.job.encode()), task.round])
             delta = plan.outcome.delta
             scale = 5.0 * float(np.std(delta))
             plan.outcome.delta = rng.normal(0.0, scale, delta.shape).astype(delta.dtype)

@@ -137,10 +137,13 @@ async def test_every_agent_plans_within_the_budget_and_a_slow_link_sends_less(
             assert meta.timings.t_comp > 0 and meta.timings.t_ul > 0
             assert meta.resources["peak_rss_mb"] > 10.0  # this process holds torch
             assert meta.timings.total <= 1.1 * t_budget, meta.timings
-    # 150 kbit/s: the digits MLP's 38 kB take 2 s each way, the model's download (which
-    # counts: it is the round's start) plus a dense upload more than the budget, so that
-    # agent uploads a top-k fraction; the unshaped one sends it dense.
-    assert all(m.keep_frac < 1.0 for m in by_agent["agent-2"]), [
+    # 150 kbit/s: the digits MLP's 38 kB take 2 s each way, so the model's download (which
+    # counts: it is the round's start) plus a dense upload comes to about the budget, and
+    # that agent uploads a top-k fraction; the unshaped one sends it dense. Not in every
+    # round: the margin is a few tenths of a second, and a measured rate a little above the
+    # shaped one lets a dense update fit now and then. (A slower link is no sturdier: the
+    # first round's prior step time then leaves no room for one step after the download.)
+    assert any(m.keep_frac < 1.0 for m in by_agent["agent-2"]), [
         (m.agent, m.keep_frac, m.steps, m.timings) for m in updates
     ]
     assert all(m.keep_frac == 1.0 for m in by_agent["agent-0"])

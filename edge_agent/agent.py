@@ -119,6 +119,8 @@ class EdgeAgent:
         self.resources = RoundResources(trainer.device)
         self._received: dict[str, float] = {}  # task id -> monotonic time of receipt
         self._task_received = 0.0  # receipt time of the task being trained
+        # When the update went to the link: the next model may beat its PUBACK's processing.
+        self._handed_off: float | None = None
         self._arrivals = ModelArrivals()  # when models came, so when rounds began
         self._profiled: set[str] = set()  # jobs whose measurements the profile carries
         self._session_began = 0.0  # this MQTT session's online-status stamp
@@ -296,7 +298,8 @@ class EdgeAgent:
                 log.exception("agent %s: task %s failed", self.agent_id, task.task_id)
                 await self._report_failure(task, describe(exc))
             self._received.pop(task.task_id, None)
-            self._arrivals.idle(self.monotonic())
+            self._arrivals.idle(self._handed_off or self.monotonic())
+            self._handed_off = None
             if self.telemetry is not None and self.telemetry.buffered:
                 await self.telemetry.flush()  # batch mode: between tasks, off the round's path
             self.tasks_done += 1
@@ -423,7 +426,7 @@ class EdgeAgent:
         meta = meta.model_copy(update={"resources": self.resources.end()})
         payload = encode_envelope(meta, tensors, into=self._buffer)
         try:
-            began = self.monotonic()
+            began = self._handed_off = self.monotonic()
             await self._publish(
                 self.topics.job_update(task.job, self.agent_id), payload, task.task_id
             )

@@ -140,15 +140,20 @@ async def test_every_agent_plans_within_the_budget_and_a_slow_link_sends_less(
     # 150 kbit/s: the digits MLP's 38 kB take 2 s each way, so the model's download (which
     # counts: it is the round's start) plus a dense upload comes to about the budget, and
     # that agent uploads a top-k fraction; the unshaped one sends it dense. Not in every
-    # round: the margin is a few tenths of a second, and a measured rate a little above the
-    # shaped one lets a dense update fit now and then. (A slower link is no sturdier: the
-    # first round's prior step time then leaves no room for one step after the download.)
+    # round: round 1's download may not be the round's (below), and the margin is a few
+    # tenths of a second, so a measured rate a little above the shaped one lets a dense
+    # update fit now and then. (A slower link is no sturdier: the first round's prior step
+    # time then leaves no room for one step after the download.)
     assert any(m.keep_frac < 1.0 for m in by_agent["agent-2"]), [
         (m.agent, m.keep_frac, m.steps, m.timings) for m in updates
     ]
     assert all(m.keep_frac == 1.0 for m in by_agent["agent-0"])
-    # The shaper's sleeps make that download at least ~2 s: it is in the agent's t_dl.
-    assert all(m.timings.t_dl > 1.0 for m in by_agent["agent-2"])
+    # The shaper's sleeps make that download at least ~2 s: it is in the agent's t_dl from
+    # round 2 on, whose model goes out right before its task. Round 1's model may have come
+    # well before the first task (retained, at the agent's subscription): not the round's.
+    assert all(m.timings.t_dl > 1.0 for m in by_agent["agent-2"] if m.round > 1), [
+        (m.round, m.keep_frac, m.steps, m.timings) for m in by_agent["agent-2"]
+    ]
 
 
 async def test_a_budget_too_small_for_one_step_fails_cleanly_with_the_reason(

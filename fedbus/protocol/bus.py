@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -30,10 +30,14 @@ from fedbus.protocol.chunking import DEFAULT_CHUNK_SIZE
 log = logging.getLogger(__name__)
 
 MqttError = aiomqtt.MqttError
-# ``async for message in bus.messages(client)``: the client's messages, in order.
-messages = paho_speedups.messages
 Message = aiomqtt.Message
 Client = aiomqtt.Client
+
+
+def messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
+    """``async for message in bus.messages(client)``: the client's messages, in order;
+    aiomqtt's own iterator, not wrapped (every update chunk goes through it)."""
+    return client.messages
 
 
 @dataclass(frozen=True)

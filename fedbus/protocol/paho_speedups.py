@@ -33,7 +33,7 @@ import contextlib
 import importlib.metadata
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import aiomqtt
@@ -63,7 +63,6 @@ __all__ = [
     "empty_publish_properties",
     "install",
     "install_decoders",
-    "messages",
     "parse_speedups",
     "pending_publishes",
     "publish",
@@ -313,9 +312,3 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(aiomqtt.MqttError("Operation timed out"))
 
-
-# ---------------------------------------------------------------- received messages
-async def messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
-    """``client.messages``: aiomqtt's own iterator (the one seam every receiver goes through)."""
-    async for message in client.messages:
-        yield message
